@@ -1,0 +1,141 @@
+"""The command line: the composition root that turns config into objects and errors into exit codes."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import click
+
+from . import __version__
+from .errors import ArticleError, ConfigError, NewsletterError
+
+EXIT_PROBLEMS = 1  # bad articles under --strict / check, or nothing could be built
+EXIT_CONFIG = 2  # config.toml or a command-line value is wrong
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("config.toml"),
+    show_default=True,
+    help="Path of config.toml.",
+)
+now_option = click.option(
+    "--now",
+    "now_text",
+    metavar="TIME",
+    help="Build as if it were this moment (ISO 8601, e.g. 2026-11-28T09:00; no zone = site "
+    "timezone). Default: the current time.",
+)
+
+
+def parse_now(text: str | None, timezone: str) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time", param_hint="--now") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(timezone))
+
+
+def _load(config_path: Path):  # type: ignore[no-untyped-def]
+    from .config import load_config
+
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def _report_problems(problems: list[ArticleError]) -> None:
+    for problem in problems:
+        click.echo(f"  {problem}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="newsletter")
+def main() -> None:
+    """Turn a folder of Markdown articles into feeds and email digests."""
+
+
+@main.command()
+@config_option
+@click.option(
+    "--output",
+    "output_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write here instead of [site] output_dir.",
+)
+@now_option
+@click.option("--strict", is_flag=True, help="Fail (exit 1) if any article has a problem.")
+@click.option("--no-index", is_flag=True, help="Parse every file, ignoring the index cache.")
+def build(
+    config_path: Path, output_dir: Path | None, now_text: str | None, strict: bool, no_index: bool
+) -> None:
+    """Write every feed (RSS, Atom, JSON Feed), feeds.opml and feeds.html.
+
+    Bad articles are listed and skipped; the rest is built. Exit 0 when something was built,
+    1 with --strict and any problem or when nothing could be built, 2 for a config error.
+    """
+    from .builder import build as run_build
+
+    config = _load(config_path)
+    now = parse_now(now_text, config.site.timezone)
+    try:
+        result = run_build(config, now, output_dir, use_index=not no_index)
+    except NewsletterError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_PROBLEMS)
+    catalog, report = result.catalog, result.report
+    if catalog.problems:
+        verb = "failed on" if strict else "skipped"
+        click.echo(f"{verb} {len(catalog.problems)} article(s) with problems:", err=True)
+        _report_problems(catalog.problems)
+    feeds = sum(1 for rel in result.files if rel.endswith((".xml", ".json")))
+    click.echo(
+        f"built {feeds} feeds from {len(result.published)} published of "
+        f"{len(catalog.articles)} articles into {output_dir or config.site.output_dir}: "
+        f"{len(report.written)} written, {len(report.unchanged)} unchanged, "
+        f"{len(report.removed)} removed"
+    )
+    if strict and catalog.problems:
+        sys.exit(EXIT_PROBLEMS)
+
+
+@main.command()
+@config_option
+@now_option
+def check(config_path: Path, now_text: str | None) -> None:
+    """Validate config.toml and every article; list all problems. Exit 1 if there are any."""
+    from .builder import load_catalog
+    from .collector import is_published
+
+    config = _load(config_path)
+    now = parse_now(now_text, config.site.timezone)
+    catalog = load_catalog(config)
+    problems = list(catalog.problems)
+    published = [a for a in catalog.articles if is_published(a, now)]
+    for article in published:  # render too: a body that cannot be rendered is a problem
+        try:
+            catalog.rendered(article)
+        except NewsletterError as exc:
+            problems.append(ArticleError(article.path, "body", str(exc)))
+        except Exception as exc:  # noqa: BLE001 - report, never hide, an unexpected failure
+            problems.append(ArticleError(article.path, "body", f"cannot be rendered: {exc}"))
+    drafts = sum(1 for a in catalog.articles if a.draft)
+    future = sum(1 for a in catalog.articles if not a.draft and a.published > now)
+    click.echo(
+        f"{len(catalog.articles) + len(catalog.problems)} files: {len(published)} published, "
+        f"{drafts} draft, {future} scheduled for later, {len(problems)} with problems"
+    )
+    if not published:
+        click.echo("error: no published articles", err=True)
+    if problems:
+        _report_problems(problems)
+    if problems or not published:
+        sys.exit(EXIT_PROBLEMS)

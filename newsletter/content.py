@@ -1,0 +1,507 @@
+"""Pure: the bytes of one article file -> `Article` (+ its Markdown body) -> sanitized HTML.
+
+Front matter may be YAML (`---`), TOML (`+++`) or JSON (`{`). Every problem raises `ArticleError`
+naming the file and the field, so the caller can report it and carry on with the other articles.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import tomllib
+import unicodedata
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from urllib.parse import quote, urljoin, urlsplit
+from zoneinfo import ZoneInfo
+
+import frontmatter
+import nh3
+import yaml
+from frontmatter.default_handlers import BaseHandler, JSONHandler, YAMLHandler
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+from .errors import ArticleError
+from .model import Article, Cover, RenderedBody, Section
+
+
+@dataclass(frozen=True)
+class ContentSettings:
+    """What parsing needs to know about the site."""
+
+    base_url: str  # no trailing slash
+    timezone: str = "Europe/Amsterdam"
+    permalink: str = "/{dir}/{slug}/"
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
+class ParsedArticle:
+    article: Article
+    body: str  # Markdown, without the closing source line
+
+
+# --- YAML without YAML 1.1 surprises ---------------------------------------------------------
+# PyYAML implements YAML 1.1: `no` -> False, `012345` -> 5349 (octal), `12:30` -> 750, and dates
+# become date/naive datetime objects. A title or tag must never be silently changed that way, so
+# this loader resolves only YAML 1.2-like booleans and decimal numbers, and leaves timestamps as
+# strings that `_to_datetime` reads with the site timezone.
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_BaseLoader):  # type: ignore[misc]
+    pass
+
+
+_DROPPED_TAGS = {
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:timestamp",
+}
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _DROPPED_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")
+)
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$"),
+    list("-+0123456789."),
+)
+
+
+class _YAML(YAMLHandler):
+    def load(self, fm: str, **kwargs: object) -> Any:
+        return yaml.load(fm, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+class _TOML(BaseHandler):
+    """python-frontmatter only reads TOML with the third-party `toml` package; use tomllib."""
+
+    FM_BOUNDARY = re.compile(r"^\+{3,}\s*$", re.MULTILINE)
+    START_DELIMITER = END_DELIMITER = "+++"
+
+    def load(self, fm: str, **kwargs: object) -> Any:
+        return tomllib.loads(fm)
+
+
+_HANDLERS = (("---", "YAML", _YAML()), ("+++", "TOML", _TOML()), ("{", "JSON", JSONHandler()))
+
+# XML 1.0 forbids these; lxml refuses them at serialisation time and one stray \x0b would
+# otherwise break a whole feed.
+_ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_SOURCE_LINE = re.compile(r"^\s*(?:\*\*|__)?(?:Bron|Source)(?:\*\*|__)?\s*:\s*(.+?)\s*$", re.I)
+_H2_LINE = re.compile(r"^ {0,3}##[ \t]+(.+?)[ \t#]*$")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_SLUG_SAFE = re.compile(r"^[^/\\\x00-\x1f]+$")
+
+
+def decode(raw: bytes, path: str) -> str:
+    """Bytes of a file -> text with LF line ends and no BOM; binary and non-UTF-8 are errors."""
+    if b"\x00" in raw[:8192]:
+        raise ArticleError(path, None, "binary file, not a Markdown article")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ArticleError(
+            path, None, f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start}"
+        ) from None
+    return _ILLEGAL_XML.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def split_front_matter(text: str, path: str) -> tuple[dict[str, Any], str]:
+    """Text -> (metadata with lower-cased keys, body). A missing or empty block is an error."""
+    if not text.strip():
+        raise ArticleError(path, None, "empty file")
+    for start, name, handler in _HANDLERS:
+        if not text.startswith(start):
+            continue
+        try:
+            fm, body = handler.split(text)
+        except ValueError:
+            closing = "}" if start == "{" else start
+            raise ArticleError(
+                path, "front matter", f"{name} block has no closing '{closing}' line"
+            ) from None
+        try:
+            meta = handler.load(fm)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f" at line {mark.line + 2}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ArticleError(path, "front matter", f"invalid YAML{line}: {problem}") from None
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise ArticleError(path, "front matter", f"invalid {name}: {exc}") from None
+        if not isinstance(meta, dict):
+            raise ArticleError(
+                path, "front matter", f"must be a mapping of keys, got {type(meta).__name__}"
+            )
+        if not meta:
+            raise ArticleError(path, "front matter", f"{name} block holds no keys")
+        return _lower_keys(meta, path, ""), body.strip("\n")
+    raise ArticleError(path, "front matter", "missing: the file must start with ---, +++ or {")
+
+
+def _lower_keys(meta: dict[Any, Any], path: str, prefix: str) -> dict[str, Any]:
+    # Hugo treats front matter keys case-insensitively (publishDate == publishdate).
+    out: dict[str, Any] = {}
+    for key, value in meta.items():
+        if not isinstance(key, str):
+            raise ArticleError(path, f"{prefix}{key}", "keys must be text")
+        low = key.lower()
+        if low in out:
+            raise ArticleError(path, f"{prefix}{key}", "given twice (keys ignore case)")
+        out[low] = _lower_keys(value, path, f"{prefix}{low}.") if isinstance(value, dict) else value
+    return out
+
+
+def parse_article(raw: bytes | str, path: str, settings: ContentSettings) -> ParsedArticle:
+    """Parse one article file.
+
+    Args:
+        raw: the file's bytes (or already decoded text).
+        path: its path relative to the content folder, POSIX separators; used in ids and errors.
+        settings: site URL, timezone and permalink pattern.
+
+    Raises:
+        ArticleError: naming the path and the field that is wrong.
+    """
+    text = decode(raw, path) if isinstance(raw, bytes) else raw
+    meta, body = split_front_matter(text, path)
+    body, source = _split_source(body)
+    tz = settings.tz
+
+    title = _text(meta, "title", path, required=True)
+    date_value = _first(meta, "date", "publishdate", "pubdate", "published")
+    if date_value is None:
+        raise ArticleError(path, "date", "is required (e.g. 2026-02-24T15:58:28Z)")
+    the_date = _to_datetime(date_value, tz, path, "date")
+    publish_date = _optional_date(meta, tz, path, "publishdate", "pubdate", "published")
+    expiry_date = _optional_date(meta, tz, path, "expirydate", "unpublishdate")
+    lastmod = _optional_date(meta, tz, path, "lastmod", "modified")
+    draft = meta.get("draft", False)
+    if not isinstance(draft, bool):
+        raise ArticleError(path, "draft", "must be true or false", draft)
+
+    dir_, stem = _dir_and_stem(path)
+    slug = _text(meta, "slug", path) or stem
+    if not _SLUG_SAFE.match(slug) or slug in (".", "..") or slug != slug.strip():
+        raise ArticleError(path, "slug", "must be one path segment without / \\ or ..", slug)
+    url = _permalink(meta, settings, path, dir_, slug, the_date.astimezone(tz))
+
+    return ParsedArticle(
+        article=Article(
+            id=url,
+            path=path,
+            slug=slug,
+            url=url,
+            title=title,
+            date=the_date,
+            publish_date=publish_date,
+            expiry_date=expiry_date,
+            lastmod=lastmod,
+            draft=draft,
+            tags=_text_list(meta, "tags", path),
+            labels=_text_list(meta, "labels", path) or _text_list(meta, "label", path),
+            summary=_text(meta, "summary", path) or derive_summary(body),
+            cover=_cover(meta.get("cover"), settings.base_url, path),
+            author=_author(meta.get("author"), path),
+            source=source,
+            sections=section_headings(body),
+        ),
+        body=body,
+    )
+
+
+def _first(meta: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if meta.get(key) is not None:
+            return meta[key]
+    return None
+
+
+def _optional_date(meta: dict[str, Any], tz: ZoneInfo, path: str, *keys: str) -> datetime | None:
+    for key in keys:
+        if meta.get(key) is not None:
+            return _to_datetime(meta[key], tz, path, key)
+    return None
+
+
+def _to_datetime(value: Any, tz: ZoneInfo, path: str, field: str) -> datetime:
+    """Any date shape -> an aware datetime. No zone or no time: read in the site timezone."""
+    if isinstance(value, datetime):
+        result = value
+    elif isinstance(value, date):
+        result = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            result = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ArticleError(
+                path, field, "is not a valid date (use 2026-02-24 or 2026-02-24T15:58:28Z)", value
+            ) from None
+    else:
+        raise ArticleError(path, field, "must be a date", value)
+    if result.tzinfo is None or result.utcoffset() is None:
+        result = result.replace(tzinfo=tz)
+    elif type(result.tzinfo).__module__ not in ("datetime", "zoneinfo"):
+        # e.g. toml.tz.TomlTz: normalise to a plain fixed offset so output is stable.
+        from datetime import timezone
+
+        result = result.astimezone(timezone(result.utcoffset()))  # type: ignore[arg-type]
+    return result
+
+
+def _text(meta: dict[str, Any], field: str, path: str, required: bool = False) -> str:
+    value = meta.get(field)
+    if value is None:
+        if required:
+            raise ArticleError(path, field, "is required")
+        return ""
+    text = _as_text(value, path, field).strip()
+    if required and not text:
+        raise ArticleError(path, field, "must not be empty")
+    return text
+
+
+def _as_text(value: Any, path: str, field: str) -> str:
+    if isinstance(value, str):
+        return value
+    # Decimal integers round-trip exactly (the loader keeps 012345 a string); anything else
+    # (true/false, 1.10, lists) would not, so it is reported rather than guessed.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise ArticleError(path, field, "must be text; put the value in quotes", value)
+
+
+def _text_list(meta: dict[str, Any], field: str, path: str) -> tuple[str, ...]:
+    value = meta.get(field)
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for item in items:
+        text = _as_text(item, path, field).strip()
+        if not text:
+            raise ArticleError(path, field, "holds an empty value", value)
+        if text not in out:
+            out.append(text)
+    return tuple(out)
+
+
+def _author(value: Any, path: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        value = value.get("name", "")
+    if isinstance(value, list):
+        return ", ".join(_as_text(v, path, "author").strip() for v in value)
+    return _as_text(value, path, "author").strip()
+
+
+def _cover(value: Any, base_url: str, path: str) -> Cover | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = {"image": value}
+    if not isinstance(value, dict):
+        raise ArticleError(path, "cover", "must be a mapping with image, alt and caption", value)
+    image = _text(value, "image", path).strip()
+    if not image:
+        raise ArticleError(path, "cover.image", "is required when cover is given")
+    url = urljoin(base_url + "/", image)
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise ArticleError(path, "cover.image", "must be an http(s) URL or a site path", image)
+    return Cover(image=url, alt=_text(value, "alt", path), caption=_text(value, "caption", path))
+
+
+def _dir_and_stem(path: str) -> tuple[str, str]:
+    parts = path.split("/")
+    stem = parts[-1].rsplit(".", 1)[0]
+    folders = parts[:-1]
+    # A page bundle (foo/index.md) takes its folder's name, as in Hugo.
+    if stem in ("index", "_index") and folders:
+        stem = folders.pop()
+    return "/".join(folders), stem
+
+
+def _permalink(
+    meta: dict[str, Any],
+    settings: ContentSettings,
+    path: str,
+    dir_: str,
+    slug: str,
+    local: datetime,
+) -> str:
+    explicit = _text(meta, "url", path)
+    if explicit:
+        if not explicit.startswith("/") or explicit.startswith("//"):
+            raise ArticleError(
+                path, "url", "must be a site path starting with a single /", explicit
+            )
+        target = explicit
+    else:
+        target = settings.permalink.format(
+            dir=dir_,
+            slug=slug,
+            year=f"{local.year:04d}",
+            month=f"{local.month:02d}",
+            day=f"{local.day:02d}",
+        )
+        target = re.sub(r"/{2,}", "/", target)
+    segments = target.split("/")
+    if any(seg in (".", "..") or "\\" in seg or "\x00" in seg for seg in segments):
+        raise ArticleError(path, "url", "must not contain . or .. segments or backslashes", target)
+    return settings.base_url + quote(target, safe="/-_.~%!$&'()*+,;=:@")
+
+
+def _split_source(body: str) -> tuple[str, str]:
+    """Take the closing `Bron: X` line off the body; it often sits right under the last paragraph,
+    where Markdown would otherwise merge it into that paragraph."""
+    lines = body.rstrip().split("\n")
+    if lines and (match := _SOURCE_LINE.match(lines[-1])):
+        return "\n".join(lines[:-1]).rstrip(), match.group(1)
+    return body.rstrip(), ""
+
+
+def section_headings(body: str) -> tuple[str, ...]:
+    """The `## ` headings of a Markdown body, skipping fenced code."""
+    headings: list[str] = []
+    fence: str | None = None
+    for line in body.split("\n"):
+        if (m := _FENCE.match(line)) is not None:
+            marker = m.group(1)
+            if fence is None:
+                fence = marker
+            elif marker[0] == fence[0] and len(marker) >= len(fence):
+                fence = None
+            continue
+        if fence is None and (m := _H2_LINE.match(line)) is not None:
+            headings.append(m.group(1).strip())
+    return tuple(headings)
+
+
+_MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_MD_MARKS = re.compile(r"(\*\*|__|`|<[^>]+>)")
+
+
+def derive_summary(body: str, limit: int = 240) -> str:
+    """A summary for an article without one: the first paragraph as plain text, cut at a word."""
+    for block in body.split("\n\n"):
+        block = block.strip()
+        if block and not block.startswith(("#", "```", "~~~", "<", "|", "- ", "* ", ">")):
+            text = " ".join(_MD_MARKS.sub("", _MD_LINK.sub(r"\1", block)).split())
+            if len(text) <= limit:
+                return text
+            return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+    return ""
+
+
+# --- Markdown -> sanitized HTML ---------------------------------------------------------------
+_MD = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+_URL_SCHEMES = {"http", "https", "mailto", "tel"}
+_URL_ATTR = re.compile(r'(\s(?:href|src)=")([^"]*)(")')
+
+
+def sanitize(fragment: str, page_url: str) -> str:
+    """nh3-clean HTML (no script/iframe/style/on*/javascript:/data:) and make every URL absolute."""
+    clean: str = nh3.clean(fragment, url_schemes=_URL_SCHEMES, link_rel="noopener noreferrer")
+
+    # nh3 serialises every attribute double-quoted, so this pattern sees each href/src exactly.
+    def absolute(m: re.Match[str]) -> str:
+        url = html.unescape(m.group(2))
+        return m.group(1) + html.escape(urljoin(page_url, url), quote=True) + m.group(3)
+
+    return _URL_ATTR.sub(absolute, clean)
+
+
+def render_body(body: str, page_url: str, source: str = "") -> RenderedBody:
+    """Render a Markdown body once, keeping each `## ` section addressable by its heading."""
+    tokens = _MD.parse(body)
+    starts = [
+        i
+        for i, t in enumerate(tokens)
+        if t.type == "heading_open" and t.tag == "h2" and t.level == 0
+    ]
+    bounds = [*starts, len(tokens)]
+    intro_html = sanitize(_render(tokens[: bounds[0]]), page_url)
+    sections: list[Section] = []
+    pieces = [intro_html]
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        heading = tokens[start + 1].content.strip()
+        section_html = sanitize(_render(tokens[start + 3 : end]), page_url)
+        sections.append(
+            Section(
+                heading=heading,
+                anchor=slugify(heading),
+                html=section_html,
+                text=plain_text(tokens[start + 3 : end]),
+            )
+        )
+        pieces.append(f"<h2>{html.escape(heading, quote=False)}</h2>\n{section_html}")
+    if source:
+        pieces.append(f"<p>Bron: {html.escape(source, quote=False)}</p>\n")
+    return RenderedBody(
+        html="".join(pieces), intro_html=intro_html, sections=tuple(sections), source=source
+    )
+
+
+def _render(tokens: list[Token]) -> str:
+    return str(_MD.renderer.render(tokens, _MD.options, {}))
+
+
+def plain_text(tokens: list[Token]) -> str:
+    """Readable plain text of rendered Markdown tokens, for text/plain parts."""
+    blocks: list[str] = []
+    prefix = ""
+    for token in tokens:
+        if token.type == "list_item_open":
+            prefix = "- "
+        elif token.type == "inline":
+            words = "".join(
+                "\n" if c.type in ("softbreak", "hardbreak") else c.content
+                for c in token.children or []
+            )
+            blocks.append(prefix + words.strip())
+            prefix = ""
+        elif token.type in ("fence", "code_block"):
+            blocks.append(token.content.rstrip("\n"))
+    return "\n\n".join(b for b in blocks if b)
+
+
+def slugify(text: str) -> str:
+    """ASCII, lower-case, hyphenated: safe as one path segment. `AI Hardware` -> `ai-hardware`."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+
+
+def load_metadata(text: str, path: str) -> dict[str, Any]:
+    """The raw, lower-cased metadata of an article, for tools that want to inspect it."""
+    return split_front_matter(text, path)[0]
+
+
+__all__ = [
+    "ContentSettings",
+    "ParsedArticle",
+    "decode",
+    "derive_summary",
+    "parse_article",
+    "render_body",
+    "sanitize",
+    "section_headings",
+    "slugify",
+    "split_front_matter",
+    "frontmatter",
+]

@@ -1,0 +1,86 @@
+"""The error hierarchy. Every error carries the value that was wrong.
+
+NewsletterError
+├── ConfigError(key, value)        a bad key or value in config.toml
+├── ArticleError(path, field, value) one bad article; the build goes on without it
+├── FeedError                      a feed could not be produced
+├── OutputError(path)              a file could not be written safely
+├── RenderError                    a template could not be rendered
+├── DeliveryError(recipient)       a message could not be delivered
+└── StoreError                     the database refused an operation
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_MISSING: Any = object()
+
+
+class NewsletterError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(NewsletterError):
+    """A key of config.toml is unknown, missing or has a bad value."""
+
+    def __init__(self, key: str, message: str, value: Any = _MISSING) -> None:
+        self.key = key
+        self.message = message
+        self.value = value
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        shown = "" if self.value is _MISSING else f" (got {self.value!r})"
+        return f"config key '{self.key}': {self.message}{shown}"
+
+
+class ArticleError(NewsletterError):
+    """One article could not be read; names the file and the field."""
+
+    def __init__(self, path: str, field: str | None, message: str, value: Any = _MISSING) -> None:
+        self.path = path
+        self.field = field
+        self.message = message
+        self.value = value
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.path}: {self.field}" if self.field else self.path
+        shown = "" if self.value is _MISSING else f" (got {_short(self.value)})"
+        return f"{where}: {self.message}{shown}"
+
+
+class FeedError(NewsletterError):
+    """A feed could not be built."""
+
+
+class OutputError(NewsletterError):
+    """An output path is unsafe or could not be written."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}")
+
+
+class RenderError(NewsletterError):
+    """A template could not be rendered."""
+
+
+class DeliveryError(NewsletterError):
+    """A message could not be delivered to one recipient."""
+
+    def __init__(self, recipient: str, message: str) -> None:
+        self.recipient = recipient
+        self.message = message
+        super().__init__(f"{recipient}: {message}")
+
+
+class StoreError(NewsletterError):
+    """The store refused an operation."""
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

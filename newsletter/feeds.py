@@ -1,0 +1,394 @@
+"""Pure: published articles -> RSS 2.0, Atom 1.0, JSON Feed 1.1, OPML and an autodiscovery page.
+
+The only module that uses feedgen. Its traps (standards.md FG-01..FG-16) are handled here:
+entries appended in order, every date explicit, enclosures and media written by our own
+extension (feedgen drops rel/type on Atom entry links and wraps media in a media:group), HTML
+content typed `html` (never CDATA).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+from feedgen.ext.base import BaseEntryExtension, BaseExtension
+from feedgen.feed import FeedGenerator
+from feedgen.util import xml_elem
+
+from .content import slugify
+from .errors import FeedError
+from .model import Article, RenderedBody
+
+MEDIA_NS = "http://search.yahoo.com/mrss/"
+FORMAT_FILES = {"rss": "index.xml", "atom": "atom.xml", "json": "feed.json"}
+FORMAT_TYPES = {
+    "rss": "application/rss+xml",
+    "atom": "application/atom+xml",
+    "json": "application/feed+json",
+}
+FORMAT_NAMES = {"rss": "RSS", "atom": "Atom", "json": "JSON Feed"}
+GENERATOR = "newsletter"
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    site_url: str  # no trailing slash
+    title: str
+    description: str
+    language: str = "nl"
+    author: str = ""
+    author_email: str = ""
+    formats: tuple[str, ...] = ("rss", "atom", "json")
+    max_items: int = 50
+    full_content: bool = True
+    per_label: bool = True
+    per_tag: bool = False
+    ttl: int = 0
+
+
+@dataclass(frozen=True)
+class FeedSpec:
+    """One logical feed (site-wide, a label or a tag), written in every configured format."""
+
+    kind: str  # "site", "label" or "tag"
+    name: str  # the label or tag as written in the articles; "" for the site
+    title: str
+    directory: str  # relative to the output folder, "" or "labels/beslisser"
+    articles: tuple[Article, ...]
+
+    def path(self, fmt: str) -> str:
+        return f"{self.directory}/{FORMAT_FILES[fmt]}" if self.directory else FORMAT_FILES[fmt]
+
+
+BodyRenderer = Callable[[Article], RenderedBody]
+
+
+def plan_feeds(published: Sequence[Article], settings: FeedSettings) -> list[FeedSpec]:
+    """Which feeds to write. `published` must already pass the publishing rule, newest first.
+
+    Labels and tags are grouped by their slug, so `AI Hardware` and `ai hardware` share one feed;
+    a name that slugifies to nothing (e.g. only punctuation) gets no feed.
+    """
+    limit = settings.max_items
+    specs = [FeedSpec("site", "", settings.title, "", tuple(published[:limit]))]
+    for kind, folder, enabled in (
+        ("label", "labels", settings.per_label),
+        ("tag", "tags", settings.per_tag),
+    ):
+        if not enabled:
+            continue
+        groups: dict[str, list[Article]] = {}
+        names: dict[str, str] = {}
+        for article in published:
+            for name in article.labels if kind == "label" else article.tags:
+                slug = slugify(name)
+                if not slug:
+                    continue
+                group = groups.setdefault(slug, [])
+                if not group or group[-1] is not article:
+                    group.append(article)
+                # The name shown in titles: the smallest spelling, so it does not depend on order.
+                names[slug] = min(names.get(slug, name), name)
+        for slug in sorted(groups):
+            specs.append(
+                FeedSpec(
+                    kind,
+                    names[slug],
+                    f"{settings.title} – {names[slug]}",
+                    f"{folder}/{slug}",
+                    tuple(groups[slug][:limit]),
+                )
+            )
+    return specs
+
+
+def build_feed_files(
+    published: Sequence[Article], settings: FeedSettings, render: BodyRenderer
+) -> dict[str, bytes]:
+    """Every feed file, the OPML list and the autodiscovery page, keyed by relative path."""
+    if not published:
+        raise FeedError("no published articles: nothing to put in a feed")
+    specs = plan_feeds(published, settings)
+    files: dict[str, bytes] = {}
+    for spec in specs:
+        for fmt in settings.formats:
+            files[spec.path(fmt)] = render_feed(spec, fmt, settings, render)
+    files["feeds.opml"] = render_opml(specs, settings)
+    files["feeds.html"] = render_discovery_page(specs, settings)
+    return files
+
+
+def feed_url(settings: FeedSettings, spec: FeedSpec, fmt: str) -> str:
+    return f"{settings.site_url}/{spec.path(fmt)}"
+
+
+def render_feed(spec: FeedSpec, fmt: str, settings: FeedSettings, render: BodyRenderer) -> bytes:
+    """One feed in one format, as bytes."""
+    if fmt == "json":
+        return _json_feed(spec, settings, render)
+    if fmt not in ("rss", "atom"):
+        raise FeedError(f"unknown feed format {fmt!r}")
+    return _xml_feed(spec, fmt, settings, render)
+
+
+def _newest(spec: FeedSpec) -> datetime:
+    # The feed changes when its content changes, not when it is built (RSS-07, FG-03).
+    return max(a.updated for a in spec.articles)
+
+
+def _content_html(article: Article, body: RenderedBody) -> str:
+    """Full article HTML: the cover figure (with alt and caption), then the body."""
+    if article.cover is None:
+        return body.html
+    cover = article.cover
+    caption = (
+        f"<figcaption>{html.escape(cover.caption, quote=False)}</figcaption>"
+        if cover.caption
+        else ""
+    )
+    figure = (
+        f"<figure><img src={quoteattr(cover.image)} alt={quoteattr(cover.alt)}>{caption}</figure>\n"
+    )
+    return figure + body.html
+
+
+class _MediaFeedExt(BaseExtension):  # type: ignore[misc]
+    def extend_ns(self) -> dict[str, str]:
+        return {"media": MEDIA_NS}
+
+
+class _MediaEntryExt(BaseEntryExtension):  # type: ignore[misc]
+    """RSS <enclosure>, Atom <link rel="enclosure">, and a bare <media:content> with the alt text.
+
+    feedgen's own enclosure ends up as a second rel-less Atom link (DuplicateAtomLink, FG-07)
+    and its media extension wraps one image in a media:group (FG-11), so we write them here.
+    """
+
+    def __init__(self) -> None:
+        self.article: Article | None = None
+
+    def extend_ns(self) -> dict[str, str]:
+        return {"media": MEDIA_NS}
+
+    def _media(self, entry: Any) -> None:
+        assert self.article is not None and self.article.cover is not None
+        cover = self.article.cover
+        media = xml_elem(f"{{{MEDIA_NS}}}content", entry)
+        media.set("url", cover.image)
+        media.set("medium", "image")
+        media.set("type", cover.mime_type)
+        if cover.alt:
+            description = xml_elem(f"{{{MEDIA_NS}}}description", media)
+            description.set("type", "plain")
+            description.text = cover.alt
+        if cover.caption:
+            credit = xml_elem(f"{{{MEDIA_NS}}}credit", media)
+            credit.text = cover.caption
+
+    def extend_rss(self, item: Any) -> Any:
+        if self.article is not None and self.article.cover is not None:
+            enclosure = xml_elem("enclosure", item)
+            enclosure.set("url", self.article.cover.image)
+            # Length is unknown without fetching the image; the spec says use 0 (RSS-11, FG-06).
+            enclosure.set("length", "0")
+            enclosure.set("type", self.article.cover.mime_type)
+            self._media(item)
+        return item
+
+    def extend_atom(self, entry: Any) -> Any:
+        if self.article is not None and self.article.cover is not None:
+            # Unqualified like feedgen's own elements: the root declares Atom as default namespace.
+            link = xml_elem("link", entry)
+            link.set("rel", "enclosure")
+            link.set("type", self.article.cover.mime_type)
+            link.set("length", "0")
+            link.set("href", self.article.cover.image)
+            self._media(entry)
+        return entry
+
+
+def _xml_feed(spec: FeedSpec, fmt: str, settings: FeedSettings, render: BodyRenderer) -> bytes:
+    fg = FeedGenerator()
+    fg.load_extension("dc")
+    fg.register_extension("newsletter_media", _MediaFeedExt, _MediaEntryExt)
+    self_url = feed_url(settings, spec, fmt)
+    home = settings.site_url + "/"
+    fg.id(self_url)
+    fg.title(spec.title)
+    fg.description(settings.description)
+    fg.subtitle(settings.description)
+    fg.language(settings.language)
+    author: dict[str, str] = {"name": settings.author or settings.title}
+    if settings.author_email:
+        author["email"] = settings.author_email
+    fg.author(author)
+    fg.generator(GENERATOR)
+    # feedgen puts the href of the LAST link() call in RSS <link> (FG-05): self first, site last.
+    fg.link(href=self_url, rel="self", type=FORMAT_TYPES[fmt])
+    fg.link(href=home, rel="alternate", type="text/html")
+    newest = _newest(spec)
+    fg.lastBuildDate(newest)
+    fg.updated(newest)
+    if settings.ttl:
+        fg.ttl(settings.ttl)
+    for article in spec.articles:
+        fe = fg.add_entry(order="append")  # the default 'prepend' reverses the order (FG-01)
+        fe.id(article.id)
+        fe.guid(article.id, permalink=True)
+        fe.title(article.title)
+        fe.link(href=article.url)
+        fe.published(article.date)
+        fe.updated(article.updated)
+        if article.summary:
+            # RSS readers treat description as HTML: escape plain text first (RSS-13).
+            fe.summary(html.escape(article.summary, quote=False), type="html")
+        if settings.full_content:
+            fe.content(_content_html(article, render(article)), type="html")
+        elif not article.summary:
+            fe.summary(html.escape(article.title, quote=False), type="html")
+        for tag in article.tags:
+            fe.category(term=tag, scheme=f"{settings.site_url}/tags/{slugify(tag)}/")
+        for label in article.labels:
+            fe.category(term=label, scheme=f"{settings.site_url}/labels/{slugify(label)}/")
+        if article.author:
+            fe.author(name=article.author)
+            fe.dc.dc_creator(article.author)  # RSS <author> needs an e-mail address (FG-10)
+        fe.newsletter_media.article = article
+    try:
+        data: bytes = fg.rss_str(pretty=True) if fmt == "rss" else fg.atom_str(pretty=True)
+    except ValueError as exc:
+        raise FeedError(f"{spec.path(fmt)}: {exc}") from exc
+    return data
+
+
+def _json_feed(spec: FeedSpec, settings: FeedSettings, render: BodyRenderer) -> bytes:
+    author: dict[str, str] = {"name": settings.author or settings.title}
+    feed: dict[str, Any] = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": spec.title,
+        "home_page_url": settings.site_url + "/",
+        "feed_url": feed_url(settings, spec, "json"),
+        "description": settings.description,
+        "language": settings.language,
+        "authors": [author],
+        "items": [],
+    }
+    for article in spec.articles:
+        item: dict[str, Any] = {
+            "id": article.id,
+            "url": article.url,
+            "title": article.title,
+        }
+        if settings.full_content:
+            item["content_html"] = _content_html(article, render(article))
+        else:
+            item["content_text"] = article.summary or article.title
+        if article.summary:
+            item["summary"] = article.summary
+        if article.cover is not None:
+            item["image"] = article.cover.image
+        item["date_published"] = _rfc3339(article.date)
+        item["date_modified"] = _rfc3339(article.updated)
+        if article.author:
+            item["authors"] = [{"name": article.author}]
+        if article.tags:
+            item["tags"] = list(article.tags)
+        extension: dict[str, Any] = {"labels": list(article.labels)}
+        if article.source:
+            extension["source"] = article.source
+        if article.cover is not None:
+            extension["cover"] = {
+                "image": article.cover.image,
+                "alt": article.cover.alt,
+                "caption": article.cover.caption,
+            }
+        item["_newsletter"] = extension
+        feed["items"].append(item)
+    return (json.dumps(feed, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+def _rfc3339(moment: datetime) -> str:
+    text = moment.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _feed_links(
+    specs: Sequence[FeedSpec], settings: FeedSettings
+) -> list[tuple[str, str, str, str]]:
+    """(format, MIME type, title, absolute URL) for every feed file, in a stable order."""
+    return [
+        (
+            fmt,
+            FORMAT_TYPES[fmt],
+            f"{spec.title} ({FORMAT_NAMES[fmt]})",
+            feed_url(settings, spec, fmt),
+        )
+        for spec in specs
+        for fmt in settings.formats
+    ]
+
+
+def render_opml(specs: Sequence[FeedSpec], settings: FeedSettings) -> bytes:
+    """OPML 2.0 subscription list of every feed, grouped site / labels / tags."""
+    home = settings.site_url + "/"
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        '<opml version="2.0">',
+        "  <head>",
+        f"    <title>{html.escape(settings.title, quote=False)}</title>",
+        "  </head>",
+        "  <body>",
+    ]
+    titles = {"site": settings.title, "label": "Labels", "tag": "Tags"}
+    for kind in ("site", "label", "tag"):
+        group = [s for s in specs if s.kind == kind]
+        if not group:
+            continue
+        lines.append(f"    <outline text={quoteattr(titles[kind])}>")
+        for spec in group:
+            for fmt in settings.formats:
+                title = f"{spec.title} ({FORMAT_NAMES[fmt]})"
+                lines.append(
+                    f'      <outline type="rss" text={quoteattr(title)} title={quoteattr(title)}'
+                    f" xmlUrl={quoteattr(feed_url(settings, spec, fmt))} htmlUrl={quoteattr(home)}/>"
+                )
+        lines.append("    </outline>")
+    lines += ["  </body>", "</opml>", ""]
+    return "\n".join(lines).encode("utf-8")
+
+
+def render_discovery_page(specs: Sequence[FeedSpec], settings: FeedSettings) -> bytes:
+    """A small HTML page whose head advertises every feed (RSS autodiscovery) and lists them."""
+    esc = html.escape
+    head_links = "\n".join(
+        f'  <link rel="alternate" type="{mime}" title="{esc(title)}" href="{esc(url)}">'
+        for _fmt, mime, title, url in _feed_links(specs, settings)
+    )
+    items = "\n".join(
+        f'    <li><a href="{esc(url)}" type="{mime}">{esc(title)}</a></li>'
+        for _fmt, mime, title, url in _feed_links(specs, settings)
+    )
+    heading = "Feeds" if not settings.language.startswith("nl") else "Feeds van deze site"
+    page = f"""<!DOCTYPE html>
+<html lang="{esc(settings.language)}">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>{esc(settings.title)} – {heading}</title>
+{head_links}
+</head>
+<body>
+  <h1>{esc(settings.title)} – {heading}</h1>
+  <ul>
+{items}
+  </ul>
+  <p><a href="{esc(settings.site_url)}/feeds.opml">OPML</a></p>
+</body>
+</html>
+"""
+    return page.encode("utf-8")
