@@ -1,0 +1,317 @@
+"""Feeds parsed back by feedparser and checked element by element against standards.md."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import feedparser
+import pytest
+from lxml import etree
+
+from conftest import NOW, copy_site
+from newsletter.builder import BuildResult, build, feed_settings
+from newsletter.collector import is_published, newest_first
+from newsletter.config import load_config
+from newsletter.content import ContentSettings, parse_article, render_body
+from newsletter.feeds import FeedSettings, build_feed_files, plan_feeds
+
+NS = {
+    "atom": "http://www.w3.org/2005/Atom",
+    "content": "http://purl.org/rss/1.0/modules/content/",
+    "media": "http://search.yahoo.com/mrss/",
+    "dc": "http://purl.org/dc/elements/1.1/",
+}
+SITE = "https://ai-nieuws.example.nl"
+RFC822 = re.compile(
+    r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+    r"\d{4} \d{2}:\d{2}:\d{2} [+-]\d{4}$"
+)
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+UNSAFE_HTML = re.compile(r"<(script|embed|object|link|meta|noscript|iframe|style)\b|\son\w+=|style=", re.I)
+
+
+def xml_feeds(result: BuildResult, suffix: str) -> dict[str, bytes]:
+    return {rel: data for rel, data in result.files.items() if rel.endswith(suffix)}
+
+
+def articles_by_id(result: BuildResult) -> dict[str, object]:
+    return {a.id: a for a in result.catalog.articles}
+
+
+# --- every feed of the sample site, read back as a reader would --------------------------------
+def test_sample_site_has_site_label_and_tag_feeds(sample_build: BuildResult) -> None:
+    files = sample_build.files
+    for rel in ("index.xml", "atom.xml", "feed.json", "feeds.opml", "feeds.html"):
+        assert rel in files
+    for label in ("beslisser", "bouwer", "onderzoeker", "algemeen"):
+        for name in ("index.xml", "atom.xml", "feed.json"):
+            assert f"labels/{label}/{name}" in files
+    assert any(rel.startswith("tags/") for rel in files)
+    assert len(sample_build.published) >= 12
+
+
+@pytest.mark.parametrize("suffix", ["index.xml", "atom.xml"])
+def test_feedparser_round_trip(sample_build: BuildResult, suffix: str) -> None:
+    by_id = articles_by_id(sample_build)
+    specs = plan_feeds(
+        [by_id[i] for i in sample_build.published], feed_settings(load_config_of(sample_build))
+    )
+    for spec in specs:
+        rel = spec.path("rss" if suffix == "index.xml" else "atom")
+        parsed = feedparser.parse(sample_build.files[rel])
+        assert not parsed.bozo, (rel, parsed.get("bozo_exception"))
+        assert [e.id for e in parsed.entries] == [a.id for a in spec.articles]
+        assert [e.title for e in parsed.entries] == [a.title for a in spec.articles]
+        assert [e.link for e in parsed.entries] == [a.url for a in spec.articles]
+        for entry, article in zip(parsed.entries, spec.articles, strict=True):
+            published = _aware(entry.published)
+            assert published.tzinfo is not None
+            # RSS has whole seconds (RFC 822); Atom keeps the milliseconds.
+            expected = article.date if suffix == "atom.xml" else article.date.replace(microsecond=0)
+            assert published == expected
+            assert article.title in entry.title
+            body = sample_build.catalog.rendered(article)
+            assert entry.content[0].value.rstrip().endswith(body.html.rstrip())
+            assert entry.summary == article.summary
+
+
+def load_config_of(result: BuildResult):  # type: ignore[no-untyped-def]
+    # The catalog root is <site>/content; its config sits beside it.
+    return load_config(result.catalog.root.parent / "config.toml")
+
+
+def _aware(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return email.utils.parsedate_to_datetime(text)
+
+
+def test_drafts_future_and_expired_are_in_no_feed(sample_build: BuildResult) -> None:
+    hidden = [a for a in sample_build.catalog.articles if not is_published(a, NOW)]
+    assert any(a.draft for a in hidden) and any(a.date > NOW for a in hidden)
+    everything = b"".join(sample_build.files.values())
+    for article in hidden:
+        assert article.id.encode() not in everything
+
+
+# --- RSS 2.0 -----------------------------------------------------------------------------------
+@pytest.fixture
+def rss_docs(sample_build: BuildResult) -> dict[str, etree._Element]:
+    return {rel: etree.fromstring(data) for rel, data in xml_feeds(sample_build, "index.xml").items()}
+
+
+def test_rss_channel(rss_docs: dict[str, etree._Element], sample_build: BuildResult) -> None:
+    for rel, doc in rss_docs.items():
+        assert doc.tag == "rss" and doc.get("version") == "2.0"
+        channels = doc.findall("channel")
+        assert len(channels) == 1  # RSS-01
+        ch = channels[0]
+        for name in ("title", "link", "description"):
+            assert (ch.findtext(name) or "").strip(), (rel, name)
+        assert ch.findtext("link") == SITE + "/"  # RSS-02: the site, not the feed
+        assert ch.findtext("language") == "nl"  # RSS-16
+        assert ch.findtext("ttl") == "60"  # RSS-18
+        selfs = ch.findall("atom:link[@rel='self']", NS)
+        assert len(selfs) == 1  # RSS-20
+        assert selfs[0].get("type") == "application/rss+xml"
+        assert selfs[0].get("href") == f"{SITE}/{rel}"  # RSS-21: where the file is written
+        items = ch.findall("item")
+        dates = [email.utils.parsedate_to_datetime(i.findtext("pubDate")) for i in items]
+        assert dates == sorted(dates, reverse=True)  # RSS-23, FG-01
+        # RSS-07: lastBuildDate is the newest content, not the clock
+        last_build = email.utils.parsedate_to_datetime(ch.findtext("lastBuildDate"))
+        assert last_build == max(dates) and last_build < NOW
+        assert all(d <= NOW for d in dates)  # RSS-22
+
+
+def test_rss_items(rss_docs: dict[str, etree._Element]) -> None:
+    for rel, doc in rss_docs.items():
+        guids = []
+        for item in doc.iter("item"):
+            assert item.findtext("title") or item.findtext("description")  # RSS-03
+            pub = item.findtext("pubDate")
+            assert RFC822.match(pub), pub  # RSS-04
+            # RSS-05: the weekday matches the date
+            assert email.utils.parsedate_to_datetime(pub).strftime("%a") == pub[:3]
+            guid = item.find("guid")
+            assert guid is not None and guid.text.startswith(SITE + "/")  # RSS-08/09
+            assert guid.get("isPermaLink") == "true"
+            assert not guid.text.rstrip("/").isdigit()  # RSS-10
+            guids.append(guid.text)
+            children = [c.tag for c in item]
+            content_tag = f"{{{NS['content']}}}encoded"
+            assert children.index("description") < children.index(content_tag)  # RSS-12
+            html = item.findtext("content:encoded", namespaces=NS)
+            assert not UNSAFE_HTML.search(html)  # RSS-15
+            for url in re.findall(r'(?:href|src)="([^"]*)"', html):
+                assert url.startswith(("https://", "http://", "mailto:")), url  # RSS-14
+            for cat in item.findall("category"):
+                assert (cat.text or "").strip()  # RSS-17
+            enclosures = item.findall("enclosure")
+            assert len(enclosures) <= 1  # RSS-11
+            for enc in enclosures:
+                assert enc.get("url").startswith("https://")
+                assert enc.get("length").isdigit()  # FG-06: never "None"
+                assert enc.get("type", "").startswith("image/")
+            assert item.find("author") is None or "@" in item.findtext("author")  # RSS-19
+            assert item.findall("media:group", NS) == []  # MRSS-02, FG-11
+        assert len(guids) == len(set(guids)), rel
+
+
+def test_rss_pubdate_of_the_real_article_keeps_utc_and_drops_ms(sample_build: BuildResult) -> None:
+    doc = etree.fromstring(sample_build.files["labels/beslisser/index.xml"])
+    dates = {i.findtext("link"): i.findtext("pubDate") for i in doc.iter("item")}
+    assert dates[f"{SITE}/2026/02/meta-investeert-in-amd-ai-chips/"] == "Tue, 24 Feb 2026 15:58:28 +0000"
+
+
+def test_cover_in_enclosure_media_and_content(sample_build: BuildResult) -> None:
+    doc = etree.fromstring(sample_build.files["index.xml"])
+    by_link = {i.findtext("link"): i for i in doc.iter("item")}
+    for article in sample_build.catalog.articles:
+        item = by_link.get(article.url)
+        if item is None or article.cover is None:
+            continue
+        assert item.find("enclosure").get("url") == article.cover.image
+        media = item.findall("media:content", NS)
+        assert len(media) == 1
+        assert media[0].get("url") == article.cover.image
+        assert media[0].get("medium") == "image"
+        assert media[0].findtext("media:description", namespaces=NS) == article.cover.alt
+        content = item.findtext("content:encoded", namespaces=NS)
+        assert f'<img src="{article.cover.image.replace("&", "&amp;")}"' in content
+
+
+# --- Atom 1.0 ----------------------------------------------------------------------------------
+def test_atom_feed_and_entries(sample_build: BuildResult) -> None:
+    for rel, data in xml_feeds(sample_build, "atom.xml").items():
+        doc = etree.fromstring(data)
+        a = "{%s}" % NS["atom"]
+        assert doc.tag == a + "feed"
+        assert doc.get("{http://www.w3.org/XML/1998/namespace}lang") == "nl"  # ATOM-13
+        for name in ("id", "title", "updated"):
+            assert len(doc.findall(a + name)) == 1  # ATOM-01
+        assert doc.find(f"{a}author/{a}name").text  # ATOM-02
+        links = doc.findall(a + "link")
+        selfs = [x for x in links if x.get("rel") == "self"]
+        alternates = [x for x in links if x.get("rel", "alternate") == "alternate"]
+        assert [x.get("href") for x in selfs] == [f"{SITE}/{rel}"]  # ATOM-03
+        assert len(alternates) == 1 and alternates[0].get("type") == "text/html"
+        assert RFC3339.match(doc.findtext(a + "updated"))
+        ids = []
+        for entry in doc.findall(a + "entry"):
+            for name in ("id", "title", "updated"):
+                assert len(entry.findall(a + name)) == 1  # ATOM-04
+            assert RFC3339.match(entry.findtext(a + "updated"))  # ATOM-07
+            assert RFC3339.match(entry.findtext(a + "published"))
+            ids.append(entry.findtext(a + "id"))
+            alt = [x for x in entry.findall(a + "link") if x.get("rel", "alternate") == "alternate"]
+            assert len(alt) == 1  # ATOM-05/06, FG-07
+            for enc in entry.findall(a + "link[@rel='enclosure']"):
+                assert enc.get("type") and enc.get("length").isdigit()  # ATOM-15
+            content = entry.find(a + "content")
+            assert content.get("type") == "html"  # ATOM-10/11, FG-08: never CDATA
+            assert len(content) == 0  # escaped, no child elements
+            assert entry.find(a + "summary").get("type") == "html"
+            for cat in entry.findall(a + "category"):
+                assert cat.get("term")  # ATOM-14
+            assert entry.findall("media:group", NS) == []
+        assert len(ids) == len(set(ids)) and all(i.startswith(SITE + "/") for i in ids)  # ATOM-08
+
+
+# --- JSON Feed 1.1 -----------------------------------------------------------------------------
+def test_json_feed(sample_build: BuildResult) -> None:
+    for rel, data in sample_build.files.items():
+        if not rel.endswith("feed.json"):
+            continue
+        feed = json.loads(data)
+        assert feed["version"] == "https://jsonfeed.org/version/1.1"  # JSONF-01
+        assert feed["title"] and feed["home_page_url"] == SITE + "/"
+        assert feed["feed_url"] == f"{SITE}/{rel}"
+        assert feed["language"] == "nl" and feed["authors"][0]["name"]  # JSONF-03
+        assert "author" not in feed
+        dates = []
+        for item in feed["items"]:
+            assert isinstance(item["id"], str) and item["content_html"]  # JSONF-02
+            assert RFC3339.match(item["date_published"])
+            dates.append(datetime.fromisoformat(item["date_published"]))
+        assert dates == sorted(dates, reverse=True)
+
+
+def test_opml_and_discovery_page_list_every_feed(sample_build: BuildResult) -> None:
+    feeds = {f"{SITE}/{rel}" for rel in sample_build.files if rel.endswith((".xml", ".json"))}
+    opml = etree.fromstring(sample_build.files["feeds.opml"])
+    assert {o.get("xmlUrl") for o in opml.iter("outline") if o.get("xmlUrl")} == feeds
+    page = etree.fromstring(sample_build.files["feeds.html"], etree.HTMLParser())
+    links = page.findall(".//head/link[@rel='alternate']")
+    hrefs = [x.get("href") for x in links]
+    assert set(hrefs) == feeds and len(hrefs) == len(feeds)  # DISC-01: one per feed, distinct
+    types = {x.get("type") for x in links}
+    assert types == {"application/rss+xml", "application/atom+xml", "application/feed+json"}
+    assert page.find(".").get("lang") == "nl"
+
+
+# --- item limit, tags, labels ------------------------------------------------------------------
+def test_corpus_feeds_respect_limit_and_filters(tmp_path: Path, corpus_dir: Path) -> None:
+    config = load_config(copy_site(tmp_path, content=corpus_dir))
+    result = build(config, NOW)
+    by_id = articles_by_id(result)
+    assert not result.catalog.problems
+    expected_site = newest_first(a for a in result.catalog.articles if is_published(a, NOW))[:50]
+    site = feedparser.parse(result.files["index.xml"])
+    assert [e.id for e in site.entries] == [a.id for a in expected_site]
+    for rel, data in result.files.items():
+        if not rel.endswith("atom.xml") or rel == "atom.xml":
+            continue
+        parsed = feedparser.parse(data)
+        assert not parsed.bozo and 0 < len(parsed.entries) <= 50
+        kind, slug = rel.split("/")[:2]
+        for entry in parsed.entries:
+            article = by_id[entry.id]
+            names = article.labels if kind == "labels" else article.tags
+            assert slug in {re.sub(r"[^a-z0-9]+", "-", n.lower()).strip("-") for n in names}
+
+
+def test_summary_is_html_escaped_and_control_chars_never_break_xml(tmp_path: Path) -> None:
+    raw = (
+        '---\ntitle: "A & B <3 \x0b"\ndate: 2026-11-20T10:00:00Z\nsummary: "A & B <3"\n'
+        "label: ALGEMEEN\n---\nTekst met \x0b controle\x1f tekens.\n"
+    ).encode()
+    settings = ContentSettings(SITE)
+    parsed = parse_article(raw, "2026/11/x.md", settings)
+    files = build_feed_files(
+        [parsed.article],
+        FeedSettings(SITE, "T", "D"),
+        lambda a: render_body(parsed.body, a.url, a.source),
+    )
+    rss = feedparser.parse(files["index.xml"])
+    assert not rss.bozo
+    assert rss.entries[0].summary == "A &amp; B &lt;3"  # feedparser shows the HTML; readers show "A & B <3"
+    assert rss.entries[0].title == "A & B <3"
+    atom = feedparser.parse(files["atom.xml"])
+    assert atom.entries[0].title == "A & B <3"
+
+
+def test_same_content_gives_identical_bytes_whatever_the_clock(tmp_path: Path) -> None:
+    config = load_config(copy_site(tmp_path))
+    first = build(config, NOW).files
+    # A week later nothing new was published (the future article is for 2027): same bytes.
+    second = build(config, NOW + timedelta(days=7), use_index=False).files
+    assert first == second
+
+
+def test_feed_without_full_content_uses_summaries(tmp_path: Path) -> None:
+    config = load_config(copy_site(tmp_path, extra=""))
+    text = config.path.read_text().replace("full_content = true", "full_content = false")
+    config.path.write_text(text)
+    result = build(load_config(config.path), NOW)
+    doc = etree.fromstring(result.files["index.xml"])
+    assert doc.find(".//item/content:encoded", NS) is None
+    assert all(i.findtext("description") for i in doc.iter("item"))
+    atom = feedparser.parse(result.files["atom.xml"])
+    assert not atom.bozo and all(e.link for e in atom.entries)
+    assert all("content_html" not in i for i in json.loads(result.files["feed.json"])["items"])
