@@ -292,11 +292,14 @@ def _text_list(meta: dict[str, Any], field: str, path: str) -> tuple[str, ...]:
         return ()
     items = value if isinstance(value, list) else [value]
     out: list[str] = []
+    seen: set[str] = set()
     for item in items:
         text = _as_text(item, path, field).strip()
         if not text:
             raise ArticleError(path, field, "holds an empty value", value)
-        if text not in out:
+        # `AI Hardware` and `ai hardware` are one tag: keep the first spelling.
+        if text.casefold() not in seen:
+            seen.add(text.casefold())
             out.append(text)
     return tuple(out)
 

@@ -1,0 +1,100 @@
+"""The CLI end to end, on copies of the sample site: exit codes, reports, determinism."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from conftest import copy_site
+from newsletter.cli import main
+
+NOW = "2026-11-28T09:00"
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_build_then_rebuild_rewrites_nothing(tmp_path: Path) -> None:
+    config = copy_site(tmp_path)
+    code, out, err = run("build", "--config", str(config), "--now", NOW)
+    assert code == 0, err
+    assert "0 unchanged" in out and not err
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "public").rglob("*") if p.is_file()}
+    code, out, _ = run("build", "--config", str(config), "--now", NOW)
+    assert code == 0 and " 0 written" in out
+    assert mtimes == {p: p.stat().st_mtime_ns for p in mtimes}
+
+
+def test_index_and_no_index_give_identical_bytes(tmp_path: Path) -> None:
+    config = copy_site(tmp_path)
+    assert run("build", "--config", str(config), "--now", NOW, "--output", str(tmp_path / "a"))[0] == 0
+    # the second build uses the index written by the first; the third parses everything
+    assert run("build", "--config", str(config), "--now", NOW, "--output", str(tmp_path / "b"))[0] == 0
+    assert run("build", "--config", str(config), "--now", NOW, "--no-index", "--output", str(tmp_path / "c"))[0] == 0
+    a, b, c = ({p.relative_to(d): p.read_bytes() for p in d.rglob("*") if p.is_file()} for d in (tmp_path / "a", tmp_path / "b", tmp_path / "c"))
+    assert a == b == c and len(a) > 40
+
+
+def test_bad_article_is_skipped_and_listed_strict_fails(tmp_path: Path) -> None:
+    config = copy_site(tmp_path)
+    bad = tmp_path / "content" / "2026" / "11" / "kapot.md"
+    bad.write_text("---\ntitle: [unclosed\n---\nbody\n", encoding="utf-8")
+    code, out, err = run("build", "--config", str(config), "--now", NOW)
+    assert code == 0
+    assert "2026/11/kapot.md: front matter: invalid YAML" in err
+    assert "from 12 published of 14 articles" in out
+    code, _, err = run("build", "--config", str(config), "--now", NOW, "--strict")
+    assert code == 1 and "kapot.md" in err
+
+
+def test_check_lists_every_problem(tmp_path: Path) -> None:
+    config = copy_site(tmp_path)
+    folder = tmp_path / "content" / "2026" / "11"
+    (folder / "geen-titel.md").write_text("---\ndate: 2026-11-01\n---\nx\n")
+    (folder / "datum.md").write_text("---\ntitle: x\ndate: 2026-02-30\n---\nx\n")
+    code, out, err = run("check", "--config", str(config), "--now", NOW)
+    assert code == 1
+    assert "2026/11/geen-titel.md: title: is required" in err
+    assert "2026/11/datum.md: date: is not a valid date" in err
+    assert "2 with problems" in out and "1 draft" in out and "1 scheduled for later" in out
+    (folder / "geen-titel.md").unlink()
+    (folder / "datum.md").unlink()
+    code, out, _ = run("check", "--config", str(config), "--now", NOW)
+    assert code == 0 and "0 with problems" in out
+
+
+def test_nothing_published_is_a_failure(tmp_path: Path) -> None:
+    config = copy_site(tmp_path)
+    code, _, err = run("build", "--config", str(config), "--now", "2000-01-01T00:00")
+    assert code == 1 and "no published articles" in err
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    config = copy_site(tmp_path, extra="")
+    config.write_text(config.read_text().replace("max_items = 50", "max_itmes = 50"))
+    code, _, err = run("build", "--config", str(config))
+    assert code == 2 and "feeds.max_itmes" in err and "max_items" in err
+    code, _, err = run("check", "--config", str(tmp_path / "missing.toml"))
+    assert code == 2 and "not found" in err
+
+
+def test_bad_now_is_rejected(tmp_path: Path) -> None:
+    code, _, err = run("build", "--config", str(copy_site(tmp_path)), "--now", "gisteren")
+    assert code == 2 and "--now" in err
+
+
+def test_console_script_runs_in_a_fresh_process(tmp_path: Path) -> None:
+    config = copy_site(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    done = subprocess.run(
+        [sys.executable, "-m", "newsletter", "build", "--config", str(config), "--now", NOW],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "public" / "labels" / "beslisser" / "atom.xml").exists()
