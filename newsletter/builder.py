@@ -64,4 +64,5 @@ def build(
     published = newest_first(a for a in catalog.articles if is_published(a, now))
     files = build_feed_files(published, feed_settings(config), catalog.rendered)
     report = write_outputs(output_dir or config.site.output_dir, files)
+    catalog.save_index()
     return BuildResult(catalog, [a.id for a in published], files, report)

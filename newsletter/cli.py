@@ -127,6 +127,7 @@ def check(config_path: Path, now_text: str | None) -> None:
             problems.append(ArticleError(article.path, "body", str(exc)))
         except Exception as exc:  # noqa: BLE001 - report, never hide, an unexpected failure
             problems.append(ArticleError(article.path, "body", f"cannot be rendered: {exc}"))
+    catalog.save_index()
     drafts = sum(1 for a in catalog.articles if a.draft)
     future = sum(1 for a in catalog.articles if not a.draft and a.published > now)
     click.echo(

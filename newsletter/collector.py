@@ -29,6 +29,10 @@ ARTICLE_SUFFIXES = (".md", ".markdown")
 # tick; they are not trusted from the index next time (the "racy git" problem).
 _RACY_NS = 2_000_000_000
 _INDEX_MAGIC = b"newsletter-index\n"
+_INDEX_FORMAT = 2  # bump whenever the layout of an index entry changes
+
+
+IndexEntry = tuple[int, int, "Article | ArticleError", "RenderedBody | None"]
 
 
 @dataclass
@@ -40,30 +44,48 @@ class Catalog:
     articles: list[Article]
     problems: list[ArticleError]
     parsed: int = 0  # files parsed in this scan (the rest came from the index)
+    index_path: Path | None = None
+    _entries: dict[str, IndexEntry] = field(default_factory=dict, repr=False)
     _bodies: dict[str, RenderedBody] = field(default_factory=dict, repr=False)
 
     def markdown(self, article: Article) -> str:
         """The Markdown body (without the source line), read back from the file."""
-        return parse_article(
-            (self.root / article.path).read_bytes(), article.path, self.settings
-        ).body
+        raw = (self.root / article.path).read_bytes()
+        return parse_article(raw, article.path, self.settings).body
 
     def rendered(self, article: Article) -> RenderedBody:
-        """The sanitized HTML body; rendered once per catalog, only for articles that need it."""
-        body = self._bodies.get(article.id)
+        """The sanitized HTML body; rendered once, only for articles that land in an output,
+        and kept in the index so an unchanged file is not rendered again next build."""
+        body = self._bodies.get(article.path)
         if body is None:
-            body = render_body(self.markdown(article), article.url, article.source)
-            self._bodies[article.id] = body
+            entry = self._entries.get(article.path)
+            if entry is not None and entry[3] is not None and entry[2] == article:
+                body = entry[3]
+            else:
+                body = render_body(self.markdown(article), article.url, article.source)
+            self._bodies[article.path] = body
         return body
+
+    def save_index(self) -> None:
+        """Write the index: every trusted entry, with the bodies this build rendered (bodies of
+        articles that dropped out of every output are not kept)."""
+        if self.index_path is None:
+            return
+        entries = {
+            rel: (mtime, size, result, self._bodies.get(rel))
+            for rel, (mtime, size, result, _) in self._entries.items()
+        }
+        _save_index(self.index_path, self.settings, entries)
 
 
 def scan(root: Path, settings: ContentSettings, index_path: Path | None = None) -> Catalog:
     """Read every article under root; reuse the index for files whose mtime and size match.
 
     Two files with the same permalink: the first by path keeps it, the others are reported.
+    Call `Catalog.save_index()` after the build to store what was parsed and rendered.
     """
     index = _load_index(index_path, settings) if index_path else {}
-    new_index: dict[str, tuple[int, int, Article | ArticleError]] = {}
+    entries: dict[str, IndexEntry] = {}
     articles: list[Article] = []
     problems: list[ArticleError] = []
     parsed = 0
@@ -76,12 +98,12 @@ def scan(root: Path, settings: ContentSettings, index_path: Path | None = None) 
             continue
         cached = index.get(rel)
         if cached is not None and cached[0] == st.st_mtime_ns and cached[1] == st.st_size:
-            result = cached[2]
+            result, body = cached[2], cached[3]
         else:
             parsed += 1
-            result = _parse_file(full, rel, settings)
+            result, body = _parse_file(full, rel, settings), None
         if started_ns - st.st_mtime_ns > _RACY_NS:
-            new_index[rel] = (st.st_mtime_ns, st.st_size, result)
+            entries[rel] = (st.st_mtime_ns, st.st_size, result, body)
         if isinstance(result, ArticleError):
             problems.append(result)
         else:
@@ -89,9 +111,7 @@ def scan(root: Path, settings: ContentSettings, index_path: Path | None = None) 
     articles, duplicates = _drop_duplicate_ids(articles)
     problems.extend(duplicates)
     problems.sort(key=lambda p: p.path)
-    if index_path:
-        _save_index(index_path, settings, new_index)
-    return Catalog(root, settings, articles, problems, parsed)
+    return Catalog(root, settings, articles, problems, parsed, index_path, entries)
 
 
 def _discover(root: Path) -> Iterable[tuple[str, Path]]:
@@ -146,12 +166,10 @@ def _drop_duplicate_ids(articles: list[Article]) -> tuple[list[Article], list[Ar
 # --- the index cache ---------------------------------------------------------------------------
 def _index_key(settings: ContentSettings) -> bytes:
     # Anything that changes parse results invalidates the whole index.
-    return f"{__version__}|{settings!r}".encode()
+    return f"{_INDEX_FORMAT}|{__version__}|{settings!r}".encode()
 
 
-def _load_index(
-    path: Path, settings: ContentSettings
-) -> dict[str, tuple[int, int, Article | ArticleError]]:
+def _load_index(path: Path, settings: ContentSettings) -> dict[str, IndexEntry]:
     try:
         data = path.read_bytes()
     except OSError:
@@ -173,17 +191,26 @@ def _load_index(
         if hashlib.sha256(key + payload).digest() != digest:
             raise ValueError("checksum mismatch")
         index = pickle.loads(payload)  # noqa: S301 - our own file, checksummed
-        if not isinstance(index, dict):
-            raise ValueError("not a mapping")
+        if not isinstance(index, dict) or not all(map(_valid_entry, index.values())):
+            raise ValueError("unexpected layout")
         return index
     except Exception as exc:  # any damage means: start over, never build from bad data
         log.warning("index %s is damaged (%s); rebuilding it", path, exc)
         return {}
 
 
-def _save_index(
-    path: Path, settings: ContentSettings, index: dict[str, tuple[int, int, Article | ArticleError]]
-) -> None:
+def _valid_entry(entry: object) -> bool:
+    return (
+        isinstance(entry, tuple)
+        and len(entry) == 4
+        and isinstance(entry[0], int)
+        and isinstance(entry[1], int)
+        and isinstance(entry[2], Article | ArticleError)
+        and (entry[3] is None or isinstance(entry[3], RenderedBody))
+    )
+
+
+def _save_index(path: Path, settings: ContentSettings, index: dict[str, IndexEntry]) -> None:
     key = _index_key(settings)
     payload = pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL)
     digest = hashlib.sha256(key + payload).digest()
@@ -228,8 +255,8 @@ def select(
         since: keep articles published after this moment (exclusive); `now` is the upper bound.
         limit: at most this many.
     """
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
+    if now.tzinfo is None or (since is not None and since.tzinfo is None):
+        raise ValueError("now and since must be timezone-aware")
     want_labels = {label.casefold() for label in labels}
     want_tags = {tag.casefold() for tag in tags}
     match_tags = all if tag_mode == "all" else any

@@ -14,7 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
 import frontmatter
@@ -102,8 +102,13 @@ _HANDLERS = (("---", "YAML", _YAML()), ("+++", "TOML", _TOML()), ("{", "JSON", J
 # XML 1.0 forbids these; lxml refuses them at serialisation time and one stray \x0b would
 # otherwise break a whole feed.
 _ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-_SOURCE_LINE = re.compile(r"^\s*(?:\*\*|__)?(?:Bron|Source)(?:\*\*|__)?\s*:\s*(.+?)\s*$", re.I)
-_H2_LINE = re.compile(r"^ {0,3}##[ \t]+(.+?)[ \t#]*$")
+# "Bron: X", "**Bron:** X", "**Bron**: X", and the English "Source: X".
+_SOURCE_LINE = re.compile(
+    r"^\s*[*_]{0,2}(?:Bron|Source)[*_]{0,2}\s*:\s*[*_]{0,2}\s*(.+?)\s*$", re.I
+)
+# A closing run of # only counts after a space (CommonMark), so "## C#" keeps its #.
+_H2_LINE = re.compile(r"^ {0,3}##[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
+_INLINE_MARKUP = re.compile(r"[*_`&<\[\\]")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _SLUG_SAFE = re.compile(r"^[^/\\\x00-\x1f]+$")
 
@@ -196,8 +201,11 @@ def parse_article(raw: bytes | str, path: str, settings: ContentSettings) -> Par
         raise ArticleError(path, "draft", "must be true or false", draft)
 
     dir_, stem = _dir_and_stem(path)
+    for key in ("slug", "url"):  # checked before _text() strips control characters
+        if isinstance(meta.get(key), str) and _ILLEGAL_XML.search(meta[key]):
+            raise ArticleError(path, key, "must not contain control characters", meta[key])
     slug = _text(meta, "slug", path) or stem
-    if not _SLUG_SAFE.match(slug) or slug in (".", "..") or slug != slug.strip():
+    if not _SLUG_SAFE.match(slug) or _is_dot_segment(slug) or slug != slug.strip():
         raise ArticleError(path, "slug", "must be one path segment without / \\ or ..", slug)
     url = _permalink(meta, settings, path, dir_, slug, the_date.astimezone(tz))
 
@@ -278,7 +286,8 @@ def _text(meta: dict[str, Any], field: str, path: str, required: bool = False) -
 
 def _as_text(value: Any, path: str, field: str) -> str:
     if isinstance(value, str):
-        return value
+        # Escapes such as "\v" in YAML or "\u000b" in JSON bring back what decode() removed.
+        return _ILLEGAL_XML.sub("", value)
     # Decimal integers round-trip exactly (the loader keeps 012345 a string); anything else
     # (true/false, 1.10, lists) would not, so it is reported rather than guessed.
     if isinstance(value, int) and not isinstance(value, bool):
@@ -365,9 +374,14 @@ def _permalink(
         )
         target = re.sub(r"/{2,}", "/", target)
     segments = target.split("/")
-    if any(seg in (".", "..") or "\\" in seg or "\x00" in seg for seg in segments):
+    if any(_is_dot_segment(seg) or "\\" in seg or "\x00" in seg for seg in segments):
         raise ArticleError(path, "url", "must not contain . or .. segments or backslashes", target)
     return settings.base_url + quote(target, safe="/-_.~%!$&'()*+,;=:@")
+
+
+def _is_dot_segment(segment: str) -> bool:
+    # %2e%2e is ".." to every URL parser (RFC 3986 section 2.3), so it is refused as well.
+    return unquote(segment) in (".", "..")
 
 
 def _split_source(body: str) -> tuple[str, str]:
@@ -392,12 +406,8 @@ def section_headings(body: str) -> tuple[str, ...]:
                 fence = None
             continue
         if fence is None and (m := _H2_LINE.match(line)) is not None:
-            headings.append(m.group(1).strip())
+            headings.append(inline_text(m.group(1)).strip())
     return tuple(headings)
-
-
-_MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_MD_MARKS = re.compile(r"(\*\*|__|`|<[^>]+>)")
 
 
 def derive_summary(body: str, limit: int = 240) -> str:
@@ -405,7 +415,9 @@ def derive_summary(body: str, limit: int = 240) -> str:
     for block in body.split("\n\n"):
         block = block.strip()
         if block and not block.startswith(("#", "```", "~~~", "<", "|", "- ", "* ", ">")):
-            text = " ".join(_MD_MARKS.sub("", _MD_LINK.sub(r"\1", block)).split())
+            text = " ".join(inline_text(block).split())
+            if not text:  # e.g. a paragraph that is only an image
+                continue
             if len(text) <= limit:
                 return text
             return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + "…"
@@ -443,7 +455,7 @@ def render_body(body: str, page_url: str, source: str = "") -> RenderedBody:
     sections: list[Section] = []
     pieces = [intro_html]
     for start, end in zip(bounds, bounds[1:], strict=False):
-        heading = tokens[start + 1].content.strip()
+        heading = _inline_plain(tokens[start + 1]).strip()
         section_html = sanitize(_render(tokens[start + 3 : end]), page_url)
         sections.append(
             Section(
@@ -453,7 +465,7 @@ def render_body(body: str, page_url: str, source: str = "") -> RenderedBody:
                 text=plain_text(tokens[start + 3 : end]),
             )
         )
-        pieces.append(f"<h2>{html.escape(heading, quote=False)}</h2>\n{section_html}")
+        pieces.append(sanitize(_render(tokens[start : start + 3]), page_url) + section_html)
     if source:
         pieces.append(f"<p>Bron: {html.escape(source, quote=False)}</p>\n")
     return RenderedBody(
@@ -465,6 +477,23 @@ def _render(tokens: list[Token]) -> str:
     return str(_MD.renderer.render(tokens, _MD.options, {}))
 
 
+def _inline_plain(token: Token) -> str:
+    """The text of an inline token: emphasis, links and HTML tags dropped, entities decoded."""
+    return "".join(
+        "\n" if c.type in ("softbreak", "hardbreak") else c.content
+        for c in token.children or []
+        if c.type in ("text", "code_inline", "softbreak", "hardbreak")
+    )
+
+
+def inline_text(markdown: str) -> str:
+    """Plain text of one line of inline Markdown: `**Wat** is \\`nh3\\`?` -> `Wat is nh3?`."""
+    if not _INLINE_MARKUP.search(markdown):
+        return markdown  # the common case, without the cost of a parse
+    tokens = _MD.parseInline(markdown)
+    return "".join(_inline_plain(t) for t in tokens).replace("\n", " ")
+
+
 def plain_text(tokens: list[Token]) -> str:
     """Readable plain text of rendered Markdown tokens, for text/plain parts."""
     blocks: list[str] = []
@@ -473,11 +502,7 @@ def plain_text(tokens: list[Token]) -> str:
         if token.type == "list_item_open":
             prefix = "- "
         elif token.type == "inline":
-            words = "".join(
-                "\n" if c.type in ("softbreak", "hardbreak") else c.content
-                for c in token.children or []
-            )
-            blocks.append(prefix + words.strip())
+            blocks.append(prefix + _inline_plain(token).strip())
             prefix = ""
         elif token.type in ("fence", "code_block"):
             blocks.append(token.content.rstrip("\n"))

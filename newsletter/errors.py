@@ -45,6 +45,12 @@ class ArticleError(NewsletterError):
         self.value = value
         super().__init__(str(self))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Problems are stored in the index cache; the default pickling would call __init__ with
+        # the message only.
+        args: tuple[Any, ...] = (self.path, self.field, self.message)
+        return (type(self), args if self.value is _MISSING else (*args, self.value))
+
     def __str__(self) -> str:
         where = f"{self.path}: {self.field}" if self.field else self.path
         shown = "" if self.value is _MISSING else f" (got {_short(self.value)})"

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner
-
 from conftest import copy_site
+
 from newsletter.cli import main
 
 NOW = "2026-11-28T09:00"

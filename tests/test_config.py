@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import REPO
+
 from newsletter.cli import main
 from newsletter.config import SETTINGS, load_config, parse_config
 from newsletter.errors import ConfigError

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import feedparser
 import pytest
+from conftest import NOW, copy_site
 from lxml import etree
 
-from conftest import NOW, copy_site
 from newsletter.builder import BuildResult, build, feed_settings
 from newsletter.collector import is_published, newest_first
 from newsletter.config import load_config
@@ -190,7 +190,7 @@ def test_cover_in_enclosure_media_and_content(sample_build: BuildResult) -> None
 def test_atom_feed_and_entries(sample_build: BuildResult) -> None:
     for rel, data in xml_feeds(sample_build, "atom.xml").items():
         doc = etree.fromstring(data)
-        a = "{%s}" % NS["atom"]
+        a = f"{{{NS['atom']}}}"
         assert doc.tag == a + "feed"
         assert doc.get("{http://www.w3.org/XML/1998/namespace}lang") == "nl"  # ATOM-13
         for name in ("id", "title", "updated"):
@@ -278,9 +278,9 @@ def test_corpus_feeds_respect_limit_and_filters(tmp_path: Path, corpus_dir: Path
 
 def test_summary_is_html_escaped_and_control_chars_never_break_xml(tmp_path: Path) -> None:
     raw = (
-        '---\ntitle: "A & B <3 \x0b"\ndate: 2026-11-20T10:00:00Z\nsummary: "A & B <3"\n'
-        "label: ALGEMEEN\n---\nTekst met \x0b controle\x1f tekens.\n"
-    ).encode()
+        b'---\ntitle: "A & B <3 \x0b"\ndate: 2026-11-20T10:00:00Z\nsummary: "A & B <3"\n'
+        b"label: ALGEMEEN\n---\nTekst met \x0b controle\x1f tekens.\n"
+    )
     settings = ContentSettings(SITE)
     parsed = parse_article(raw, "2026/11/x.md", settings)
     files = build_feed_files(

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import NOW
 from lxml import etree
 
-from conftest import NOW
 from newsletter.builder import build
 from newsletter.config import load_config
 

@@ -1,0 +1,630 @@
+"""collector.py: real files in tmp_path -> Catalog (with the index cache), and the publishing rule."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import newsletter
+from newsletter.collector import Catalog, is_published, newest_first, scan, select
+from newsletter.content import ContentSettings, render_body
+from newsletter.model import Article
+
+SITE = ContentSettings("https://example.nl")
+OLD = time.time() - 3600  # an hour ago: well outside the index's "racy" window
+
+
+def article_text(
+    title: str, date: str = "2026-02-24T10:00:00Z", extra: str = "", body: str = ""
+) -> str:
+    body = body or f"Intro of {title}.\n\n## Sectie\n\nText of {title}.\nBron: Test"
+    return f'---\ntitle: "{title}"\ndate: {date}\n{extra}\n---\n\n{body}\n'
+
+
+def write(root: Path, rel: str, text: str | bytes, mtime: float | None = OLD) -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, str):
+        path.write_text(text, encoding="utf-8")
+    else:
+        path.write_bytes(text)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+@pytest.fixture
+def content(tmp_path: Path) -> Path:
+    root = tmp_path / "content"
+    write(root, "2026/01/a.md", article_text("A", "2026-01-05T10:00:00Z"))
+    write(root, "2026/01/b.md", article_text("B", "2026-01-06T10:00:00Z"))
+    write(root, "2026/02/c/index.md", article_text("C", "2026-02-01T10:00:00Z"))
+    write(root, "2026/02/d.markdown", article_text("D", "2026-02-02T10:00:00Z"))
+    return root
+
+
+def scan_saved(root: Path, site: ContentSettings, index: Path) -> Catalog:
+    """One build: scan with the index, then store it (as the builder does after rendering)."""
+    catalog = scan(root, site, index)
+    catalog.save_index()
+    return catalog
+
+
+def paths(catalog: Catalog) -> list[str]:
+    return [a.path for a in catalog.articles]
+
+
+# --- scanning ------------------------------------------------------------------------------------
+def test_scan_reads_every_article_sorted_by_path(content: Path) -> None:
+    catalog = scan(content, SITE)
+    assert paths(catalog) == [
+        "2026/01/a.md",
+        "2026/01/b.md",
+        "2026/02/c/index.md",
+        "2026/02/d.markdown",
+    ]
+    assert catalog.problems == []
+    assert catalog.parsed == 4
+    c = catalog.articles[2]
+    assert (c.title, c.slug, c.url) == ("C", "c", "https://example.nl/2026/02/c/")
+
+
+@pytest.mark.parametrize(
+    ("bad_rel", "bad", "field"),
+    [
+        ("2026/01/bad.md", article_text("X", "2026-02-30"), "date"),
+        ("2026/01/bad.md", b"---\ntitle: [broken\n---\nBody\n", "front matter"),
+        ("2026/01/bad.md", b"\x00\x01\x02binary", None),
+        ("2026/01/bad.md", "---\ntitle: Café\n---\n".encode("latin-1"), None),
+        ("2026/01/bad.md", b"", None),
+        ("0-first.md", b"No front matter\n", "front matter"),
+    ],
+)
+def test_one_bad_file_among_good_ones(
+    content: Path, bad_rel: str, bad: str | bytes, field: str | None
+) -> None:
+    write(content, bad_rel, bad)
+    catalog = scan(content, SITE)
+    assert paths(catalog) == [
+        "2026/01/a.md",
+        "2026/01/b.md",
+        "2026/02/c/index.md",
+        "2026/02/d.markdown",
+    ]
+    assert [(p.path, p.field) for p in catalog.problems] == [(bad_rel, field)]
+    assert catalog.parsed == 5
+
+
+def test_same_permalink_first_by_path_wins_and_second_is_reported(tmp_path: Path) -> None:
+    root = tmp_path / "content"
+    flat = ContentSettings("https://example.nl", permalink="/{slug}/")
+    write(root, "2026/02/post.md", article_text("Second by path"))
+    write(root, "2026/01/post.md", article_text("First by path"))
+    write(root, "2026/03/other.md", article_text("Other", extra="slug: post"))
+    write(root, "2026/03/unique.md", article_text("Unique"))
+    catalog = scan(root, flat)
+    assert [(a.path, a.title) for a in catalog.articles] == [
+        ("2026/01/post.md", "First by path"),
+        ("2026/03/unique.md", "Unique"),
+    ]
+    assert len({a.id for a in catalog.articles}) == len(catalog.articles)
+    assert [p.path for p in catalog.problems] == ["2026/02/post.md", "2026/03/other.md"]
+    for problem in catalog.problems:
+        assert problem.field == "slug"
+        assert "https://example.nl/post/" in problem.message
+        assert "2026/01/post.md" in problem.message  # names the owner
+        assert problem.path in str(problem)  # and itself
+    # The winner's body is the one rendered: nothing was overwritten.
+    assert "Text of First by path." in catalog.rendered(catalog.articles[0]).html
+
+
+def test_duplicates_are_reported_again_when_read_from_the_index(tmp_path: Path) -> None:
+    root = tmp_path / "content"
+    index = tmp_path / "cache" / "index.bin"
+    flat = ContentSettings("https://example.nl", permalink="/{slug}/")
+    write(root, "a/post.md", article_text("One"))
+    write(root, "b/post.md", article_text("Two"))
+    first = scan_saved(root, flat, index)
+    second = scan_saved(root, flat, index)
+    assert second.parsed == 0
+    assert paths(first) == paths(second) == ["a/post.md"]
+    assert [p.path for p in second.problems] == ["b/post.md"]
+
+
+def test_ignored_files_and_folders(content: Path) -> None:
+    write(content, "notes.txt", article_text("Txt"))
+    write(content, "2026/01/photo.jpg", b"\xff\xd8\xff\xe0")
+    write(content, "2026/01/page.MD.bak", article_text("Backup"))
+    write(content, "2026/_index.md", article_text("Section page"))
+    write(content, "_index.markdown", article_text("Home page"))
+    write(content, ".hidden.md", article_text("Hidden file"))
+    write(content, ".git/x.md", article_text("In dot folder"))
+    write(content, "2026/.drafts/y.md", article_text("In nested dot folder"))
+    catalog = scan(content, SITE)
+    assert paths(catalog) == [
+        "2026/01/a.md",
+        "2026/01/b.md",
+        "2026/02/c/index.md",
+        "2026/02/d.markdown",
+    ]
+    assert catalog.problems == []
+    assert catalog.parsed == 4
+
+
+def test_symlink_out_of_the_root_is_not_read(tmp_path: Path, content: Path) -> None:
+    secret = write(tmp_path / "outside", "secret.md", article_text("SECRET outside"))
+    outside_dir = secret.parent
+    (content / "2026" / "leak.md").symlink_to(secret)
+    (content / "2026" / "leakdir").symlink_to(outside_dir, target_is_directory=True)
+    (content / "2026" / "passwd.md").symlink_to("/etc/passwd")
+    (content / "2026" / "dangling.md").symlink_to(tmp_path / "nowhere.md")
+    catalog = scan(content, SITE)
+    assert all("SECRET" not in a.title for a in catalog.articles)
+    assert all(not a.path.startswith(("2026/leak", "2026/passwd")) for a in catalog.articles)
+    assert not any(p.path in ("2026/leak.md", "2026/passwd.md") for p in catalog.problems)
+    assert "2026/leakdir/secret.md" not in paths(catalog)
+
+
+def test_symlink_inside_the_root_is_read(content: Path) -> None:
+    (content / "2026" / "alias.md").symlink_to(content / "2026" / "01" / "a.md")
+    catalog = scan(content, SITE)
+    assert "2026/alias.md" in paths(catalog)
+
+
+def test_dangling_link_inside_the_root_is_a_problem_not_a_crash(content: Path) -> None:
+    (content / "2026" / "gone.md").symlink_to(content / "2026" / "missing.md")
+    catalog = scan(content, SITE)
+    assert [p.path for p in catalog.problems] == ["2026/gone.md"]
+    assert "cannot be read" in catalog.problems[0].message
+    assert len(catalog.articles) == 4
+
+
+def test_unreadable_file_is_a_problem_not_a_crash(content: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads every file")
+    locked = write(content, "2026/01/locked.md", article_text("Locked"))
+    locked.chmod(0)
+    try:
+        catalog = scan(content, SITE)
+    finally:
+        locked.chmod(0o644)
+    assert [p.path for p in catalog.problems] == ["2026/01/locked.md"]
+    assert len(catalog.articles) == 4
+
+
+# --- the index ---------------------------------------------------------------------------------------
+def test_second_scan_with_index_parses_nothing_and_is_equal(content: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index.bin"
+    first = scan_saved(content, SITE, index)
+    assert first.parsed == 4
+    assert index.is_file()
+    second = scan_saved(content, SITE, index)
+    assert second.parsed == 0
+    assert second.articles == first.articles
+    assert second.problems == first.problems == []
+
+
+def test_index_is_reused_when_there_is_a_bad_file(content: Path, tmp_path: Path) -> None:
+    # BUG (see report): ArticleError cannot be unpickled, so an index holding one problem fails to
+    # load and is thrown away: every scan re-parses every file as soon as one file is bad.
+    write(content, "2026/01/bad.md", article_text("X", "2026-02-30"))
+    index = tmp_path / "index.bin"
+    first = scan_saved(content, SITE, index)
+    second = scan_saved(content, SITE, index)
+    assert second.parsed == 0
+    assert second.articles == first.articles
+    assert [(p.path, p.field) for p in second.problems] == [("2026/01/bad.md", "date")]
+
+
+def test_editing_one_file_reparses_exactly_that_file(content: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index.bin"
+    scan_saved(content, SITE, index)
+    write(content, "2026/01/b.md", article_text("B edited", "2026-01-06T10:00:00Z"), mtime=OLD + 60)
+    catalog = scan_saved(content, SITE, index)
+    assert catalog.parsed == 1
+    assert [a.title for a in catalog.articles] == ["A", "B edited", "C", "D"]
+    again = scan_saved(content, SITE, index)
+    assert again.parsed == 0
+    assert again.articles == catalog.articles
+
+
+def test_edit_with_same_size_but_new_mtime_is_seen(content: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index.bin"
+    scan_saved(content, SITE, index)
+    target = content / "2026/01/a.md"
+    text = target.read_text(encoding="utf-8").replace('title: "A"', 'title: "Z"')
+    write(content, "2026/01/a.md", text, mtime=OLD + 5)
+    catalog = scan_saved(content, SITE, index)
+    assert catalog.parsed == 1
+    assert catalog.articles[0].title == "Z"
+
+
+def test_added_and_deleted_files(content: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index.bin"
+    scan_saved(content, SITE, index)
+    (content / "2026/01/a.md").unlink()
+    write(content, "2026/03/e.md", article_text("E", "2026-03-01T10:00:00Z"))
+    catalog = scan_saved(content, SITE, index)
+    assert catalog.parsed == 1
+    assert paths(catalog) == [
+        "2026/01/b.md",
+        "2026/02/c/index.md",
+        "2026/02/d.markdown",
+        "2026/03/e.md",
+    ]
+
+
+def test_fresh_files_are_not_trusted_from_the_index(content: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index.bin"
+    write(content, "2026/01/new.md", article_text("New"), mtime=None)  # mtime = now: racy
+    scan_saved(content, SITE, index)
+    catalog = scan_saved(content, SITE, index)
+    assert catalog.parsed == 1
+
+
+def _damaged(valid: bytes) -> dict[str, bytes]:
+    rng = random.Random(4)
+    flipped = bytearray(valid)
+    flipped[-10] ^= 0xFF
+    return {
+        "empty": b"",
+        "truncated-half": valid[: len(valid) // 2],
+        "truncated-one-byte": valid[:-1],
+        "truncated-header": valid[:20],
+        "random-bytes": bytes(rng.randrange(256) for _ in range(len(valid))),
+        "wrong-magic": b"X" + valid[1:],
+        "bit-flip-in-payload": bytes(flipped),
+        "bad-length-field": valid[: 17 + 32] + b"zzzzzzzz" + valid[17 + 40 :],
+        "text": b"newsletter-index\nhello",
+    }
+
+
+@pytest.mark.parametrize("kind", list(_damaged(b"x" * 100)))
+def test_damaged_index_is_ignored_and_rebuilt(content: Path, tmp_path: Path, kind: str) -> None:
+    index = tmp_path / "index.bin"
+    good = scan_saved(content, SITE, index)
+    index.write_bytes(_damaged(index.read_bytes())[kind])
+    catalog = scan_saved(content, SITE, index)
+    assert catalog.parsed == 4  # nothing trusted from the damaged file
+    assert catalog.articles == good.articles
+    assert catalog.problems == []
+    rebuilt = scan_saved(content, SITE, index)  # and it was rewritten intact
+    assert rebuilt.parsed == 0
+    assert rebuilt.articles == good.articles
+
+
+def _index_file(site: ContentSettings, entries: Mapping[str, tuple[object, ...]]) -> bytes:
+    """An index exactly as the previous release wrote it: magic, sha256(key + payload), key length,
+    key (package version + settings), pickled {path: (mtime_ns, size, Article | ArticleError)}."""
+    key = f"{newsletter.__version__}|{site!r}".encode()
+    payload = pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL)
+    digest = hashlib.sha256(key + payload).digest()
+    return b"newsletter-index\n" + digest + f"{len(key):08d}".encode() + key + payload
+
+
+def test_index_in_the_previous_layout_is_ignored_not_a_crash(content: Path, tmp_path: Path) -> None:
+    # BUG (see report): the entries grew from 3 to 4 fields (the rendered body) but the index key
+    # (version + settings) did not change, so an index left by the previous build is trusted and
+    # scan() crashes with IndexError on cached[3]. The repository's own .newsletter-cache/ holds
+    # such a file.
+    good = scan(content, SITE)
+    old = {
+        a.path: (st.st_mtime_ns, st.st_size, a)
+        for a in good.articles
+        for st in [(content / a.path).stat()]
+    }
+    index = tmp_path / "index.bin"
+    index.write_bytes(_index_file(SITE, old))
+    catalog = scan(content, SITE, index)
+    assert catalog.articles == good.articles
+    assert catalog.parsed == 4
+
+
+def test_index_from_other_settings_is_not_reused(content: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index.bin"
+    scan_saved(content, SITE, index)
+    other = ContentSettings("https://other.example")
+    catalog = scan_saved(content, other, index)
+    assert catalog.parsed == 4
+    assert all(a.url.startswith("https://other.example/") for a in catalog.articles)
+    for changed in (
+        ContentSettings("https://other.example", timezone="UTC"),
+        ContentSettings("https://other.example", permalink="/{slug}/"),
+    ):
+        assert scan_saved(content, changed, index).parsed == 4
+
+
+def test_unwritable_index_only_costs_time(content: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    catalog = scan_saved(content, SITE, blocker / "index.bin")
+    assert catalog.parsed == 4 and len(catalog.articles) == 4
+
+
+# --- Catalog bodies ---------------------------------------------------------------------------------
+def test_rendered_is_computed_once_and_cached(content: Path) -> None:
+    catalog = scan(content, SITE)
+    a = catalog.articles[0]
+    first = catalog.rendered(a)
+    assert catalog.rendered(a) is first
+    assert first.section("Sectie") is not None
+    assert first.source == "Test"
+    assert "Text of A." in first.html
+    assert catalog.markdown(a).endswith("Text of A.")
+    # Cached: even a changed file does not re-render within this catalog.
+    write(content, a.path, article_text("A", body="Totally different."))
+    assert catalog.rendered(a) is first
+    assert catalog.rendered(catalog.articles[1]) is not first
+
+
+def test_rendered_body_is_kept_in_the_index_for_unchanged_files(
+    content: Path, tmp_path: Path
+) -> None:
+    index = tmp_path / "index.bin"
+    first = scan(content, SITE, index)
+    body_a = first.rendered(first.articles[0])
+    first.save_index()
+    second = scan(content, SITE, index)
+    assert second.parsed == 0
+    assert second.rendered(second.articles[0]) == body_a
+    assert second.rendered(second.articles[1]) == render_body(
+        second.markdown(second.articles[1]), second.articles[1].url, "Test"
+    )
+
+
+def test_rendered_body_from_the_index_is_dropped_when_the_file_changes(
+    content: Path, tmp_path: Path
+) -> None:
+    index = tmp_path / "index.bin"
+    first = scan(content, SITE, index)
+    first.rendered(first.articles[0])
+    first.save_index()
+    write(
+        content,
+        "2026/01/a.md",
+        article_text("A", body="Nieuwe tekst.\n\nBron: Nieuw"),
+        mtime=OLD + 30,
+    )
+    second = scan(content, SITE, index)
+    assert second.parsed == 1
+    body = second.rendered(second.articles[0])
+    assert "Nieuwe tekst." in body.html and "Text of A." not in body.html
+    assert body.source == "Nieuw"
+
+
+def test_scan_without_save_leaves_no_index(content: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index.bin"
+    scan(content, SITE, index)
+    assert scan(content, SITE, index).parsed == 4
+
+
+# --- the publishing rule ----------------------------------------------------------------------------
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+AMS = ZoneInfo("Europe/Amsterdam")  # 14:00 here == NOW
+
+
+def make(
+    n: int = 0,
+    date: datetime = NOW - timedelta(days=1),
+    *,
+    draft: bool = False,
+    publish: datetime | None = None,
+    expiry: datetime | None = None,
+    tags: tuple[str, ...] = (),
+    labels: tuple[str, ...] = (),
+    id_: str | None = None,
+) -> Article:
+    url = id_ or f"https://example.nl/p{n:03d}/"
+    return Article(
+        id=url,
+        path=f"p{n:03d}.md",
+        slug=f"p{n:03d}",
+        url=url,
+        title=f"P{n}",
+        date=date,
+        publish_date=publish,
+        expiry_date=expiry,
+        draft=draft,
+        tags=tags,
+        labels=labels,
+    )
+
+
+@pytest.mark.parametrize(
+    ("article", "expected"),
+    [
+        (make(), True),
+        (make(draft=True), False),
+        (make(date=NOW + timedelta(seconds=1)), False),
+        (make(date=NOW), True),  # exactly now: public
+        (make(date=NOW - timedelta(days=9), publish=NOW + timedelta(hours=1)), False),
+        (make(date=NOW + timedelta(days=9), publish=NOW - timedelta(hours=1)), True),
+        (make(publish=NOW), True),
+        (make(expiry=NOW - timedelta(seconds=1)), False),
+        (make(expiry=NOW), False),  # exactly now: gone
+        (make(expiry=NOW + timedelta(seconds=1)), True),
+        (make(date=NOW, expiry=NOW), False),
+        (make(draft=True, expiry=NOW + timedelta(days=1)), False),
+        (make(date=datetime(2026, 6, 1, 14, 0, tzinfo=AMS)), True),
+        (make(date=datetime(2026, 6, 1, 14, 0, 1, tzinfo=AMS)), False),
+    ],
+    ids=[
+        "plain",
+        "draft",
+        "future-by-1s",
+        "date-exactly-now",
+        "future-publishdate-past-date",
+        "past-publishdate-future-date",
+        "publishdate-exactly-now",
+        "expired-1s-ago",
+        "expiry-exactly-now",
+        "expires-in-1s",
+        "published-and-expired-now",
+        "draft-not-expired",
+        "other-zone-same-instant",
+        "other-zone-1s-later",
+    ],
+)
+def test_is_published(article: Article, expected: bool) -> None:
+    assert is_published(article, NOW) is expected
+
+
+# --- select -------------------------------------------------------------------------------------------
+@pytest.fixture
+def pool() -> list[Article]:
+    day = timedelta(days=1)
+    return [
+        make(1, NOW - 5 * day, tags=("AI", "chips"), labels=("BESLISSER",)),
+        make(2, NOW - 4 * day, tags=("ai",), labels=("Techneut",)),
+        make(3, NOW - 3 * day, tags=("chips",), labels=("beslisser", "Techneut")),
+        make(4, NOW - 2 * day, tags=("cloud",)),
+        make(5, NOW - 1 * day, tags=("AI", "cloud"), labels=("BESLISSER",)),
+        make(6, NOW - 1 * day, draft=True, tags=("AI",), labels=("BESLISSER",)),
+        make(7, NOW + day, tags=("AI",), labels=("BESLISSER",)),
+        make(8, NOW - 6 * day, expiry=NOW - day, tags=("AI",), labels=("BESLISSER",)),
+    ]
+
+
+def ns(articles: list[Article]) -> list[int]:
+    return [int(a.slug[1:]) for a in articles]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({}, [5, 4, 3, 2, 1]),
+        ({"labels": ["beslisser"]}, [5, 3, 1]),
+        ({"labels": ["BESLISSER", "techneut"]}, [5, 3, 2, 1]),
+        ({"labels": ["nobody"]}, []),
+        ({"tags": ["ai"]}, [5, 2, 1]),
+        ({"tags": ["AI", "chips"]}, [5, 3, 2, 1]),
+        ({"tags": ["ai", "chips"], "tag_mode": "all"}, [1]),
+        ({"tags": ["ai", "cloud"], "tag_mode": "all"}, [5]),
+        ({"tags": ["ai"], "labels": ["techneut"]}, [2]),
+        ({"since": NOW - timedelta(days=3)}, [5, 4]),  # exclusive: day -3 is left out
+        ({"since": NOW - timedelta(days=3, seconds=1)}, [5, 4, 3]),
+        ({"limit": 2}, [5, 4]),
+        ({"limit": 0}, []),
+        ({"limit": 99}, [5, 4, 3, 2, 1]),
+        ({"tags": ["ai"], "limit": 1}, [5]),
+    ],
+)
+def test_select_filters(
+    pool: list[Article], kwargs: dict[str, object], expected: list[int]
+) -> None:
+    assert ns(select(pool, NOW, **kwargs)) == expected  # type: ignore[arg-type]
+
+
+def test_select_equal_dates_tie_break_by_id(pool: list[Article]) -> None:
+    same = NOW - timedelta(hours=3)
+    ties = [
+        make(n, same, id_=f"https://example.nl/{name}/")
+        for n, name in [(20, "m"), (21, "b"), (22, "z")]
+    ]
+    for order in (ties, ties[::-1], [ties[1], ties[2], ties[0]]):
+        got = select(order + pool, NOW)
+        assert [a.id for a in got[:3]] == [
+            "https://example.nl/b/",
+            "https://example.nl/m/",
+            "https://example.nl/z/",
+        ]
+
+
+def test_select_equal_instants_in_different_zones_are_ties() -> None:
+    utc = make(1, datetime(2026, 5, 1, 10, 0, tzinfo=UTC), id_="https://example.nl/z/")
+    ams = make(2, datetime(2026, 5, 1, 12, 0, tzinfo=AMS), id_="https://example.nl/a/")
+    assert [a.id for a in select([utc, ams], NOW)] == [
+        "https://example.nl/a/",
+        "https://example.nl/z/",
+    ]
+    assert newest_first([utc, ams]) == newest_first([ams, utc])
+
+
+def test_select_requires_aware_now(pool: list[Article]) -> None:
+    with pytest.raises(ValueError):
+        select(pool, datetime(2026, 6, 1, 12, 0))
+
+
+def test_select_accepts_any_iterable(pool: list[Article]) -> None:
+    assert ns(select(iter(pool), NOW, limit=1)) == [5]
+
+
+_moments = st.integers(min_value=-5, max_value=5).map(lambda h: NOW + timedelta(hours=h))
+_articles = st.builds(
+    lambda n, date, draft, publish, expiry, tags: make(
+        n,
+        date,
+        draft=draft,
+        publish=publish,
+        expiry=expiry,
+        tags=tags,
+        id_=f"https://example.nl/{n % 7}-{n}/",
+    ),
+    n=st.integers(0, 10_000),
+    date=_moments,
+    draft=st.booleans(),
+    publish=st.none() | _moments,
+    expiry=st.none() | _moments,
+    tags=st.lists(st.sampled_from(["a", "b", "C"]), max_size=3, unique=True).map(tuple),
+)
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(
+    articles=st.lists(_articles, max_size=25, unique_by=lambda a: a.id),
+    seed=st.integers(0, 2**32),
+    since=st.none() | _moments,
+    limit=st.none() | st.integers(0, 30),
+    tags=st.lists(st.sampled_from(["a", "B", "c"]), max_size=2),
+    tag_mode=st.sampled_from(["any", "all"]),
+)
+def test_property_select_is_newest_first_deterministic_and_only_published(
+    articles: list[Article],
+    seed: int,
+    since: datetime | None,
+    limit: int | None,
+    tags: list[str],
+    tag_mode: str,
+) -> None:
+    kwargs = {"since": since, "limit": limit, "tags": tags, "tag_mode": tag_mode}
+    got = select(articles, NOW, **kwargs)  # type: ignore[arg-type]
+    shuffled = list(articles)
+    random.Random(seed).shuffle(shuffled)
+    assert select(shuffled, NOW, **kwargs) == got  # type: ignore[arg-type]
+    # newest first, ties by id
+    keys = [(-a.date.timestamp(), a.id) for a in got]
+    assert keys == sorted(keys)
+    for a in got:
+        assert not a.draft
+        assert a.published <= NOW
+        assert a.expiry_date is None or a.expiry_date > NOW
+        assert since is None or a.published > since
+    # nothing that qualifies is left out (except by limit)
+    wanted = {t.casefold() for t in tags}
+
+    def qualifies(a: Article) -> bool:
+        have = {t.casefold() for t in a.tags}
+        tag_ok = not wanted or (wanted <= have if tag_mode == "all" else bool(wanted & have))
+        return is_published(a, NOW) and (since is None or a.published > since) and tag_ok
+
+    expected_count = sum(qualifies(a) for a in articles)
+    assert len(got) == (expected_count if limit is None else min(limit, expected_count))
+
+
+def test_newest_first_does_not_mutate_input(pool: list[Article]) -> None:
+    before = list(pool)
+    newest_first(pool)
+    assert pool == before
+    assert replace(pool[0]) == pool[0]
