@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from . import __version__
-from .content import ContentSettings, decode, parse_article, render_body, split_front_matter
+from .content import ContentSettings, parse_article, render_body
 from .errors import ArticleError
 from .model import Article, RenderedBody
 
@@ -275,14 +275,3 @@ def select(
         chosen.append(article)
     result = newest_first(chosen)
     return result[:limit] if limit is not None else result
-
-
-__all__ = [
-    "Catalog",
-    "is_published",
-    "newest_first",
-    "scan",
-    "select",
-    "decode",
-    "split_front_matter",
-]

@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
-import frontmatter
 import nh3
 import yaml
 from frontmatter.default_handlers import BaseHandler, JSONHandler, YAMLHandler
@@ -513,23 +512,3 @@ def slugify(text: str) -> str:
     """ASCII, lower-case, hyphenated: safe as one path segment. `AI Hardware` -> `ai-hardware`."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-
-
-def load_metadata(text: str, path: str) -> dict[str, Any]:
-    """The raw, lower-cased metadata of an article, for tools that want to inspect it."""
-    return split_front_matter(text, path)[0]
-
-
-__all__ = [
-    "ContentSettings",
-    "ParsedArticle",
-    "decode",
-    "derive_summary",
-    "parse_article",
-    "render_body",
-    "sanitize",
-    "section_headings",
-    "slugify",
-    "split_front_matter",
-    "frontmatter",
-]
