@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from . import __version__
-from .content import ContentSettings, parse_article, render_body
+from .content import ContentSettings, parse_article, read_body, render_body
 from .errors import ArticleError
 from .model import Article, RenderedBody
 
@@ -51,8 +51,7 @@ class Catalog:
 
     def markdown(self, article: Article) -> str:
         """The Markdown body (without the source line), read back from the file."""
-        raw = (self.root / article.path).read_bytes()
-        return parse_article(raw, article.path, self.settings).body
+        return read_body((self.root / article.path).read_bytes(), article.path)
 
     def rendered(self, article: Article) -> RenderedBody:
         """The sanitized HTML body; rendered once, only for articles that land in an output,
@@ -113,9 +112,8 @@ def scan(root: Path, settings: ContentSettings, index_path: Path | None = None) 
     articles, duplicates = _drop_duplicate_ids(articles)
     problems.extend(duplicates)
     problems.sort(key=lambda p: p.path)
-    catalog = Catalog(root, settings, articles, problems, parsed, index_path, entries)
-    catalog._dirty = parsed > 0 or entries.keys() != index.keys()
-    return catalog
+    dirty = parsed > 0 or entries.keys() != index.keys()
+    return Catalog(root, settings, articles, problems, parsed, index_path, entries, _dirty=dirty)
 
 
 def _discover(root: Path) -> list[tuple[str, str]]:

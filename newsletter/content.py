@@ -125,8 +125,8 @@ def decode(raw: bytes, path: str) -> str:
     return _ILLEGAL_XML.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
-def split_front_matter(text: str, path: str) -> tuple[dict[str, Any], str]:
-    """Text -> (metadata with lower-cased keys, body). A missing or empty block is an error."""
+def _split(text: str, path: str) -> tuple[str, Any, str, str]:
+    """Text -> (format name, handler, raw front matter, body), without parsing the front matter."""
     if not text.strip():
         raise ArticleError(path, None, "empty file")
     for start, name, handler in _HANDLERS:
@@ -139,23 +139,35 @@ def split_front_matter(text: str, path: str) -> tuple[dict[str, Any], str]:
             raise ArticleError(
                 path, "front matter", f"{name} block has no closing '{closing}' line"
             ) from None
-        try:
-            meta = handler.load(fm)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f" at line {mark.line + 2}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise ArticleError(path, "front matter", f"invalid YAML{line}: {problem}") from None
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-            raise ArticleError(path, "front matter", f"invalid {name}: {exc}") from None
-        if not isinstance(meta, dict):
-            raise ArticleError(
-                path, "front matter", f"must be a mapping of keys, got {type(meta).__name__}"
-            )
-        if not meta:
-            raise ArticleError(path, "front matter", f"{name} block holds no keys")
-        return _lower_keys(meta, path, ""), body.strip("\n")
+        return name, handler, fm, body.strip("\n")
     raise ArticleError(path, "front matter", "missing: the file must start with ---, +++ or {")
+
+
+def split_front_matter(text: str, path: str) -> tuple[dict[str, Any], str]:
+    """Text -> (metadata with lower-cased keys, body). A missing or empty block is an error."""
+    name, handler, fm, body = _split(text, path)
+    try:
+        meta = handler.load(fm)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 2}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ArticleError(path, "front matter", f"invalid YAML{line}: {problem}") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ArticleError(path, "front matter", f"invalid {name}: {exc}") from None
+    if not isinstance(meta, dict):
+        raise ArticleError(
+            path, "front matter", f"must be a mapping of keys, got {type(meta).__name__}"
+        )
+    if not meta:
+        raise ArticleError(path, "front matter", f"{name} block holds no keys")
+    return _lower_keys(meta, path, ""), body
+
+
+def read_body(raw: bytes, path: str) -> str:
+    """The Markdown body of an article file (without the source line), as `parse_article` gives
+    it, without parsing the front matter again: for re-reading a file already in the index."""
+    return _split_source(_split(decode(raw, path), path)[3])[0]
 
 
 def _lower_keys(meta: dict[Any, Any], path: str, prefix: str) -> dict[str, Any]:
