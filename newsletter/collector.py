@@ -29,7 +29,7 @@ ARTICLE_SUFFIXES = (".md", ".markdown")
 # tick; they are not trusted from the index next time (the "racy git" problem).
 _RACY_NS = 2_000_000_000
 _INDEX_MAGIC = b"newsletter-index\n"
-_INDEX_FORMAT = 2  # bump whenever the layout of an index entry changes
+_INDEX_FORMAT = 3  # bump whenever the layout of an index entry changes
 
 
 IndexEntry = tuple[int, int, "Article | ArticleError", "RenderedBody | None"]

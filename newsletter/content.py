@@ -473,7 +473,6 @@ def render_body(body: str, page_url: str, source: str = "") -> RenderedBody:
                 heading=heading,
                 anchor=slugify(heading),
                 html=section_html,
-                text=plain_text(tokens[start + 3 : end]),
             )
         )
         pieces.append(sanitize(_render(tokens[start : start + 3]), page_url) + section_html)
@@ -503,21 +502,6 @@ def inline_text(markdown: str) -> str:
         return markdown  # the common case, without the cost of a parse
     tokens = _MD.parseInline(markdown)
     return "".join(_inline_plain(t) for t in tokens).replace("\n", " ")
-
-
-def plain_text(tokens: list[Token]) -> str:
-    """Readable plain text of rendered Markdown tokens, for text/plain parts."""
-    blocks: list[str] = []
-    prefix = ""
-    for token in tokens:
-        if token.type == "list_item_open":
-            prefix = "- "
-        elif token.type == "inline":
-            blocks.append(prefix + _inline_plain(token).strip())
-            prefix = ""
-        elif token.type in ("fence", "code_block"):
-            blocks.append(token.content.rstrip("\n"))
-    return "\n\n".join(b for b in blocks if b)
 
 
 def slugify(text: str) -> str:

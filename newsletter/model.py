@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from .htmltext import html_to_text
+
 
 @dataclass(frozen=True)
 class Cover:
@@ -60,7 +62,11 @@ class Section:
     heading: str
     anchor: str
     html: str  # sanitized, absolute URLs; without the heading itself
-    text: str  # plain text, for text/plain mail parts
+
+    @property
+    def text(self) -> str:
+        """Plain text, for text/plain mail parts; derived on demand, as feeds never need it."""
+        return html_to_text(self.html)
 
 
 @dataclass(frozen=True)

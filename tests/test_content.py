@@ -862,3 +862,18 @@ def test_parse_is_deterministic_and_frozen() -> None:
     with pytest.raises(AttributeError):
         a.article.title = "x"  # type: ignore[misc]
     assert replace(a.article, title="y").title == "y"
+
+
+def test_section_text_is_the_text_of_the_sanitized_html() -> None:
+    # Section.text used to come from the Markdown tokens: inline <script> text leaked into it
+    # and the content of HTML blocks was dropped.
+    body = (
+        "## Kop\n\nEen <script>alert(1)</script>zin met [een link](https://x.nl/a).\n\n"
+        "<div>Tekst in een blok</div>\n\n- een\n- twee\n"
+    )
+    section = render_body(body, URL).section("Kop")
+    assert section is not None
+    assert "alert" not in section.text and "<" not in section.text
+    assert "Tekst in een blok" in section.text
+    assert "een link (https://x.nl/a)" in section.text
+    assert "- een\n- twee" in section.text
