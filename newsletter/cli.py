@@ -108,6 +108,63 @@ def build(
 
 
 @main.command()
+@click.argument("audience_id", metavar="[AUDIENCE]", required=False)
+@config_option
+@now_option
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the preview files (default: preview/ beside config.toml).",
+)
+def digest(audience_id: str | None, config_path: Path, now_text: str | None, out_dir: Path | None) -> None:
+    """Write this issue's digest of AUDIENCE (default: every audience) for preview.
+
+    Per audience: OUT/AUDIENCE/digest.html, digest.txt and digest.eml (the complete message a
+    subscriber would receive, with sample personal values). The issue covers the audience's
+    look-back window up to --now. Exit 1 if a digest cannot be rendered.
+    """
+    from .builder import load_catalog
+    from .campaign import digest_settings, plan_issue, render_issue, write_preview
+
+    config = _load(config_path)
+    now = parse_now(now_text, config.site.timezone)
+    try:
+        audiences = [config.audience(audience_id)] if audience_id else list(config.audiences)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    if not audiences:
+        click.echo("error: no [[audiences]] in the config", err=True)
+        sys.exit(EXIT_CONFIG)
+    catalog = load_catalog(config)
+    if catalog.problems:
+        click.echo(f"skipped {len(catalog.problems)} article(s) with problems:", err=True)
+        _report_problems(catalog.problems)
+    settings = digest_settings(config)
+    target = out_dir or config.path.parent / "preview"
+    failed = False
+    for audience in audiences:
+        plan = plan_issue(audience, catalog.articles, now)
+        if plan.empty:
+            click.echo(f"{audience.id}: no articles published in the last {audience.window}; nothing to preview")
+            continue
+        try:
+            rendered = render_issue(plan, catalog.rendered, settings)
+            files = write_preview(config, rendered, target / audience.id, now)
+        except NewsletterError as exc:
+            click.echo(f"error: {exc}", err=True)
+            failed = True
+            continue
+        click.echo(f"{audience.id}: {len(plan.articles)} article(s), subject {rendered.subject!r}")
+        for path in files:
+            click.echo(f"  {path}")
+    catalog.save_index()
+    if failed:
+        sys.exit(EXIT_PROBLEMS)
+
+
+@main.command()
 @config_option
 @now_option
 def check(config_path: Path, now_text: str | None) -> None:
@@ -128,6 +185,7 @@ def check(config_path: Path, now_text: str | None) -> None:
         except Exception as exc:  # noqa: BLE001 - report, never hide, an unexpected failure
             problems.append(ArticleError(article.path, "body", f"cannot be rendered: {exc}"))
     catalog.save_index()
+    findings = _email_findings(config, catalog, now)
     drafts = sum(1 for a in catalog.articles if a.draft)
     future = sum(1 for a in catalog.articles if not a.draft and a.published > now)
     click.echo(
@@ -138,5 +196,35 @@ def check(config_path: Path, now_text: str | None) -> None:
         click.echo("error: no published articles", err=True)
     if problems:
         _report_problems(problems)
-    if problems or not published:
+    for finding in findings:
+        click.echo(f"  {finding}", err=True)
+    errors = [f for f in findings if f.level == "error"]
+    if problems or not published or errors:
         sys.exit(EXIT_PROBLEMS)
+
+
+def _email_findings(config, catalog, now: datetime) -> list:  # type: ignore[no-untyped-def,type-arg]
+    """QA of every audience's digest as it would go out at `now`; a render failure is a finding."""
+    from .campaign import digest_settings, plan_issue, render_issue
+    from .emailqa import Finding, check_digest
+
+    settings = digest_settings(config)
+    findings: list[Finding] = []
+    for audience in config.audiences:
+        plan = plan_issue(audience, catalog.articles, now)
+        if plan.empty:
+            click.echo(f"audience '{audience.id}': no new articles in the last {audience.window}")
+            continue
+        try:
+            digest = render_issue(plan, catalog.rendered, settings)
+        except NewsletterError as exc:
+            findings.append(Finding("error", audience.id, "digest", str(exc)))
+            continue
+        found = check_digest(digest)
+        errors = sum(1 for f in found if f.level == "error")
+        click.echo(
+            f"audience '{audience.id}': digest of {len(plan.articles)} article(s), "
+            f"{len(digest.html.encode()) // 1024} KB, {errors} error(s), {len(found) - errors} warning(s)"
+        )
+        findings += found
+    return findings

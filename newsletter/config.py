@@ -6,10 +6,12 @@ config reference cannot drift apart: a test checks that every key here is docume
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -116,6 +118,72 @@ def _formats(path: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _str_list(path: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(path, "must be a list of non-empty strings", value)
+    return tuple(v.strip() for v in value)
+
+
+def _choice(*choices: str) -> Callable[[str, Any], str]:
+    def check(path: str, value: Any) -> str:
+        if value not in choices:
+            raise ConfigError(path, f"must be one of {', '.join(map(repr, choices))}", value)
+        return str(value)
+
+    return check
+
+
+def _port(path: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ConfigError(path, "must be a port number from 1 to 65535", value)
+    return value
+
+
+def _non_negative_number(path: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(path, "must be a number of at least 0", value)
+    return float(value)
+
+
+def _positive_number(path: str, value: Any) -> float:
+    if _non_negative_number(path, value) == 0:
+        raise ConfigError(path, "must be more than 0", value)
+    return float(value)
+
+
+def _env_name(path: str, value: Any) -> str:
+    if _str(path, value) and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ConfigError(path, "must be the NAME of an environment variable, not its value", value)
+    return str(value)
+
+
+def _address(path: str, value: Any) -> str:
+    """An RFC 5322 mailbox (`Name <a@b.nl>` or `a@b.nl`); empty means "derive a default"."""
+    from email.utils import parseaddr
+
+    text = _str(path, value).strip()
+    if not text:
+        return ""
+    if any(c in text for c in "\r\n"):
+        raise ConfigError(path, "must be one line", value)
+    _, address = parseaddr(text)
+    local, _, domain = address.rpartition("@")
+    if not local or "." not in domain:
+        raise ConfigError(path, "must be an e-mail address such as 'Redactie <nieuwsbrief@example.nl>'", value)
+    return text
+
+
+def _store_url(path: str, value: Any) -> str:
+    text = _nonempty_str(path, value)
+    if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", text):
+        raise ConfigError(path, "must be a sqlite:/// or postgresql:// URL", value)
+    return text
+
+
+def _optional_url(path: str, value: Any) -> str:
+    return _site_url(path, value) if _str(path, value) else ""
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "site", "title", _REQUIRED, "Name of the publication; feed and OPML title.", _nonempty_str
@@ -208,6 +276,192 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("feeds", "per_tag", False, "Also write one feed per tag, under `tags/<tag>/`.", _bool),
     Setting("feeds", "ttl", 0, "RSS `<ttl>` in minutes; 0 leaves it out.", _optional_positive_int),
+    Setting(
+        "email",
+        "templates_dir",
+        "templates",
+        "Folder of site templates (`email/digest.html`, ...) that override the built-in ones file by file; relative to config.toml. A missing folder means the built-in templates, unless the key is set explicitly.",
+        _nonempty_str,
+    ),
+    Setting(
+        "email",
+        "sender_line",
+        "",
+        "Postal/sender line printed in every digest's footer (who sends this and where they are).",
+        _str,
+    ),
+    Setting(
+        "email",
+        "from",
+        "",
+        "`From` of every mailing, e.g. `Redactie <nieuwsbrief@example.nl>` (defaults to the site title at `nieuwsbrief@` the site's host).",
+        _address,
+    ),
+    Setting("email", "reply_to", "", "Optional `Reply-To` address.", _address),
+    Setting(
+        "email",
+        "unsubscribe_mailto",
+        "",
+        "Address for the `mailto:` unsubscribe in `List-Unsubscribe` (defaults to `unsubscribe@` the site's host).",
+        _address,
+    ),
+    Setting(
+        "delivery",
+        "transport",
+        "outbox",
+        "`outbox` writes one `.eml` file per message into `outbox_dir` (no server needed); `smtp` sends through `[delivery.smtp]`.",
+        _choice("outbox", "smtp"),
+    ),
+    Setting(
+        "delivery",
+        "outbox_dir",
+        "outbox",
+        "Folder of the outbox transport, relative to config.toml.",
+        _nonempty_str,
+    ),
+    Setting(
+        "delivery",
+        "batch_size",
+        200,
+        "Deliveries claimed per batch; unsubscribes are re-checked before each batch.",
+        _positive_int,
+    ),
+    Setting("delivery.smtp", "host", "localhost", "SMTP server host name.", _nonempty_str),
+    Setting("delivery.smtp", "port", 587, "SMTP server port (587 STARTTLS, 465 implicit TLS).", _port),
+    Setting(
+        "delivery.smtp",
+        "starttls",
+        True,
+        "Upgrade the connection with STARTTLS (certificate verified); a server without STARTTLS is then an error.",
+        _bool,
+    ),
+    Setting(
+        "delivery.smtp",
+        "ssl",
+        False,
+        "Implicit TLS from the first byte (port 465); excludes `starttls`.",
+        _bool,
+    ),
+    Setting(
+        "delivery.smtp",
+        "username_env",
+        "",
+        "Name of the environment variable holding the SMTP user name; empty: no login.",
+        _env_name,
+    ),
+    Setting(
+        "delivery.smtp",
+        "password_env",
+        "",
+        "Name of the environment variable holding the SMTP password.",
+        _env_name,
+    ),
+    Setting(
+        "delivery.smtp",
+        "connections",
+        1,
+        "Parallel SMTP connections, each reused for many messages.",
+        _positive_int,
+    ),
+    Setting(
+        "delivery.smtp",
+        "rate",
+        0,
+        "At most this many messages per second over all connections; 0 is unlimited.",
+        _non_negative_number,
+    ),
+    Setting("delivery.smtp", "timeout", 30, "Seconds to wait for the server.", _positive_number),
+    Setting(
+        "store",
+        "url",
+        "sqlite:///newsletter.db",
+        "Database of subscribers, issues and deliveries: a SQLite file (a relative path is relative to config.toml) or a `postgresql://` URL.",
+        _store_url,
+    ),
+    Setting(
+        "web",
+        "public_url",
+        "",
+        "Base URL of the web service the mails link to (unsubscribe, view in browser); defaults to `site.url`.",
+        _optional_url,
+    ),
+)
+
+
+def _window(path: str, value: Any) -> timedelta:
+    match = re.fullmatch(r"\s*(\d+)\s*([hdw])\s*", value) if isinstance(value, str) else None
+    if not match or int(match.group(1)) == 0:
+        raise ConfigError(path, "must be a look-back such as '7d', '36h' or '2w'", value)
+    unit = {"h": "hours", "d": "days", "w": "weeks"}[match.group(2)]
+    return timedelta(**{unit: int(match.group(1))})
+
+
+def _audience_id(path: str, value: Any) -> str:
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise ConfigError(
+            path, "must be lower-case letters, digits, '-' or '_', starting with a letter", value
+        )
+    return value
+
+
+def _jinja(path: str, value: Any) -> str:
+    from jinja2 import Environment, TemplateSyntaxError
+
+    text = _str(path, value)
+    try:
+        Environment().parse(text)
+    except TemplateSyntaxError as exc:
+        raise ConfigError(path, f"is not a valid Jinja template: {exc.message}", value) from None
+    return text
+
+
+def _template_name(path: str, value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", value):
+        raise ConfigError(path, "must be a template name such as 'digest' (no folder, no suffix)", value)
+    return value
+
+
+def _utm(path: str, value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()
+    ):
+        raise ConfigError(path, "must be a table of text values, e.g. { utm_source = \"nieuwsbrief\" }", value)
+    return tuple(value.items())
+
+
+def _schedule(path: str, value: Any) -> str:
+    text = _str(path, value).strip()
+    if text:
+        from .schedules import ScheduleError, parse_schedule
+
+        try:
+            parse_schedule(text)
+        except ScheduleError as exc:
+            raise ConfigError(path, str(exc), value) from None
+    return text
+
+
+_ID_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+# The lead title is cut so the whole subject stays under ~78 characters (EM QA warning).
+DEFAULT_SUBJECT = "{{ audience.title }} – week {{ week }}: {{ lead.title | truncate(44, false, '…', 0) }}"
+
+# The keys of one [[audiences]] table; their README rows are under "### [[audiences]]".
+AUDIENCE_SETTINGS: tuple[Setting, ...] = (
+    Setting("audiences", "id", _REQUIRED, "Stable id of the audience (`beslissers`); used in commands, URLs and the send ledger.", _audience_id),
+    Setting("audiences", "title", _REQUIRED, "Name readers see, e.g. `Voor beslissers`.", _nonempty_str),
+    Setting("audiences", "labels", [], "Article labels this audience gets (any of them); empty: every label.", _str_list),
+    Setting("audiences", "tags", [], "Optional tag filter on top of the labels.", _str_list),
+    Setting("audiences", "tag_mode", "any", "`any`: an article needs one of `tags`; `all`: every one.", _choice("any", "all")),
+    Setting("audiences", "description", "", "Intro text under the digest header and on the subscribe page.", _str),
+    Setting("audiences", "window", "7d", "Look-back of the first issue (`7d`, `36h`, `2w`); later issues take everything published since the previous issue.", _window),
+    Setting("audiences", "max_items", 10, "Most articles in one digest, newest first after the lead.", _positive_int),
+    Setting("audiences", "subject", DEFAULT_SUBJECT, "Subject line, a Jinja template with `audience`, `week`, `year`, `lead`, `count`, `date_range`, `site_title`.", _jinja),
+    Setting("audiences", "preheader", "", "Preview text after the subject (Jinja, same names plus `subject`); empty: the lead article's summary.", _jinja),
+    Setting("audiences", "template", "digest", "Template name: `email/<template>.html` and `.txt`, from `email.templates_dir` or the built-in ones.", _template_name),
+    Setting("audiences", "utm", {}, "Query parameters added to every article link, e.g. `{ utm_source = \"nieuwsbrief\", utm_campaign = \"beslissers\" }`.", _utm),
+    Setting("audiences", "highlight_section", "", "A `## ` heading whose text the digest quotes under each article that has it, e.g. `Wat kun je hier morgen mee?`.", _str),
+    Setting("audiences", "skip_if_empty", True, "Send nothing (and record the issue as skipped) when no article is new; `false`: an empty issue is reported as an error (exit 1), so someone notices.", _bool),
+    Setting("audiences", "schedule", "", "When the digest goes out, in `site.timezone`: `mon 08:00`, `daily 07:30`, `weekdays 07:30`, `monthly 1 09:00`, `monthly last 09:00`, or a cron expression with day names; empty: only sent by hand.", _schedule),
 )
 
 
@@ -241,10 +495,72 @@ class FeedsConfig:
 
 
 @dataclass(frozen=True)
+class EmailConfig:
+    templates_dir: Path | None  # None: only the built-in templates
+    sender_line: str
+    sender: str  # the `from` key
+    reply_to: str
+    unsubscribe_mailto: str
+
+
+@dataclass(frozen=True)
+class SMTPConfig:
+    host: str = "localhost"
+    port: int = 587
+    starttls: bool = True
+    ssl: bool = False
+    username_env: str = ""
+    password_env: str = ""
+    connections: int = 1
+    rate: float = 0.0
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    transport: str
+    outbox_dir: Path
+    batch_size: int
+    smtp: SMTPConfig
+
+
+@dataclass(frozen=True)
+class AudienceConfig:
+    id: str
+    title: str
+    labels: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    tag_mode: str = "any"
+    description: str = ""
+    window: timedelta = timedelta(days=7)
+    max_items: int = 10
+    subject: str = DEFAULT_SUBJECT
+    preheader: str = ""
+    template: str = "digest"
+    utm: tuple[tuple[str, str], ...] = ()
+    highlight_section: str = ""
+    skip_if_empty: bool = True
+    schedule: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     site: SiteConfig
     feeds: FeedsConfig
+    email: EmailConfig
+    delivery: DeliveryConfig
+    store_url: str
+    public_url: str  # base of the links in mails (web.public_url, else site.url)
+    audiences: tuple[AudienceConfig, ...] = field(default=())
+
+    def audience(self, audience_id: str) -> AudienceConfig:
+        """The audience with this id; ConfigError listing the known ids otherwise."""
+        for audience in self.audiences:
+            if audience.id == audience_id:
+                return audience
+        known = ", ".join(a.id for a in self.audiences) or "none configured"
+        raise ConfigError("audiences", f"no audience '{audience_id}' (known: {known})")
 
 
 def load_config(path: str | Path) -> Config:
@@ -270,44 +586,127 @@ def load_config(path: str | Path) -> Config:
 def parse_config(raw: dict[str, Any], base_dir: Path, path: Path | None = None) -> Config:
     """Validate an already parsed TOML mapping; relative folders are resolved against base_dir."""
     sections = {setting.section for setting in SETTINGS}
+    tables = {name for name in sections if "." not in name}
     for name, value in raw.items():
-        if name not in sections:
+        if name == "audiences":
+            continue
+        if name not in tables:
+            hint = _closest(name, [*tables, "audiences"])
             raise ConfigError(
-                name, f"unknown section; known sections: {', '.join(sorted(sections))}"
+                name,
+                "unknown section"
+                + (f"; did you mean '{hint}'?" if hint else "")
+                + f"; known sections: {', '.join(sorted([*tables, 'audiences']))}",
             )
         if not isinstance(value, dict):
             raise ConfigError(name, "must be a table ([" + name + "])", value)
-    values: dict[str, dict[str, Any]] = {name: {} for name in sections}
-    for name in sections:
-        given = dict(raw.get(name, {}))
-        known = {s.key: s for s in SETTINGS if s.section == name}
-        for key in given:
-            if key not in known:
-                hint = _closest(key, known)
-                raise ConfigError(
-                    f"{name}.{key}", "unknown key" + (f"; did you mean '{hint}'?" if hint else "")
-                )
-        for key, setting in known.items():
-            if key in given:
-                values[name][key] = setting.check(setting.path, given[key])
-            elif setting.default is _REQUIRED:
-                raise ConfigError(setting.path, "is required")
-            else:
-                values[name][key] = setting.check(setting.path, setting.default)
+    values = {name: _section(_table(raw, name), name, SETTINGS, sections) for name in sections}
     site = values["site"]
     for key in ("content_dir", "output_dir", "cache_dir"):
         site[key] = (base_dir / site[key]).resolve()
     site["description"] = site["description"] or site["title"]
     site["author"] = site["author"] or site["title"]
+    site_config = SiteConfig(**site)
+    host = urlsplit(site_config.url).hostname or "localhost"
+
+    email = values["email"]
+    templates_dir = (base_dir / email["templates_dir"]).resolve()
+    if not templates_dir.is_dir():
+        if "templates_dir" in raw.get("email", {}):
+            raise ConfigError("email.templates_dir", f"folder {templates_dir} does not exist")
+        templates_dir = None
+    delivery = values["delivery"]
+    smtp = SMTPConfig(**values["delivery.smtp"])
+    if smtp.ssl and smtp.starttls and "starttls" in raw.get("delivery", {}).get("smtp", {}):
+        raise ConfigError("delivery.smtp.starttls", "cannot be combined with ssl = true", True)
+    if smtp.ssl:  # implicit TLS already encrypts; STARTTLS would be refused by the server
+        smtp = SMTPConfig(**{**values["delivery.smtp"], "starttls": False})
+    store_url = values["store"]["url"]
+    if store_url.startswith("sqlite:///") and store_url != "sqlite:///:memory:":
+        db = Path(store_url.removeprefix("sqlite:///"))
+        store_url = f"sqlite:///{(base_dir / db).resolve()}"
     return Config(
         path=path or base_dir / "config.toml",
-        site=SiteConfig(**site),
+        site=site_config,
         feeds=FeedsConfig(**values["feeds"]),
+        email=EmailConfig(
+            templates_dir=templates_dir,
+            sender_line=email["sender_line"] or site_config.title,
+            sender=email["from"] or f"{site_config.title} <nieuwsbrief@{host}>",
+            reply_to=email["reply_to"],
+            unsubscribe_mailto=email["unsubscribe_mailto"] or f"unsubscribe@{host}",
+        ),
+        delivery=DeliveryConfig(
+            transport=delivery["transport"],
+            outbox_dir=(base_dir / delivery["outbox_dir"]).resolve(),
+            batch_size=delivery["batch_size"],
+            smtp=smtp,
+        ),
+        store_url=store_url,
+        public_url=values["web"]["public_url"] or site_config.url,
+        audiences=_audiences(raw.get("audiences", [])),
     )
 
 
-def _closest(key: str, known: dict[str, Setting]) -> str | None:
+def _table(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    """The table at a dotted section name (`delivery.smtp`); {} when absent."""
+    given: Any = raw
+    for part in name.split("."):
+        given = given.get(part, {})
+        if not isinstance(given, dict):
+            raise ConfigError(name, "must be a table ([" + name + "])", given)
+    table: dict[str, Any] = given
+    return table
+
+
+def _section(
+    given: dict[str, Any], name: str, settings: tuple[Setting, ...], subsections: set[str]
+) -> dict[str, Any]:
+    """Validated values of one table, defaults filled in; unknown keys are errors."""
+    known = {s.key: s for s in settings if s.section == name}
+    children = {sub.rsplit(".", 1)[1] for sub in subsections if sub.startswith(name + ".")}
+    values: dict[str, Any] = {}
+    for key in given:
+        if key in children:
+            continue
+        if key not in known:
+            hint = _closest(key, list(known) + sorted(children))
+            raise ConfigError(
+                f"{name}.{key}", "unknown key" + (f"; did you mean '{hint}'?" if hint else "")
+            )
+    for key, setting in known.items():
+        path = f"{name}.{key}"
+        if key in given:
+            values[key] = setting.check(path, given[key])
+        elif setting.default is _REQUIRED:
+            raise ConfigError(path, "is required")
+        else:
+            values[key] = setting.check(path, setting.default)
+    return values
+
+
+def _audiences(raw: Any) -> tuple[AudienceConfig, ...]:
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise ConfigError("audiences", "must be an array of tables ([[audiences]])", raw)
+    audiences: list[AudienceConfig] = []
+    for index, table in enumerate(raw):
+        # Name the audience by its id in errors when it has a usable one.
+        ident = table.get("id")
+        name = f"audiences.{ident}" if isinstance(ident, str) and _ID_RE.match(ident) else f"audiences[{index}]"
+        values = _section(table, name, _rename(name), set())
+        if any(a.id == values["id"] for a in audiences):
+            raise ConfigError(f"{name}.id", "is used by two audiences", values["id"])
+        audiences.append(AudienceConfig(**values))
+    return tuple(audiences)
+
+
+@functools.lru_cache(maxsize=64)
+def _rename(section: str) -> tuple[Setting, ...]:
+    return tuple(replace(s, section=section) for s in AUDIENCE_SETTINGS)
+
+
+def _closest(key: str, known: list[str]) -> str | None:
     import difflib
 
-    match = difflib.get_close_matches(key, list(known), n=1)
+    match = difflib.get_close_matches(key, known, n=1)
     return match[0] if match else None

@@ -24,6 +24,7 @@ NOW = datetime(2026, 11, 28, 9, 0, tzinfo=AMSTERDAM)
 def copy_site(dest: Path, content: Path | None = None, extra: str = "") -> Path:
     """A copy of the sample config (+ content) in dest, so tests never write into the repo."""
     shutil.copytree(content or REPO / "content", dest / "content")
+    shutil.copytree(REPO / "templates", dest / "templates")
     text = (REPO / "config.toml").read_text(encoding="utf-8") + extra
     (dest / "config.toml").write_text(text, encoding="utf-8")
     return dest / "config.toml"

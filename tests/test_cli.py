@@ -98,3 +98,69 @@ def test_console_script_runs_in_a_fresh_process(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "public" / "labels" / "beslisser" / "atom.xml").exists()
+
+
+# --- digest preview and email QA ---------------------------------------------------------------
+def test_digest_writes_a_preview_per_audience(tmp_path: Path) -> None:
+    config = copy_site(tmp_path)
+    code, out, err = run("digest", "--config", str(config), "--now", NOW)
+    assert code == 0, err
+    for audience in ("beslissers", "bouwers", "onderzoekers"):
+        folder = tmp_path / "preview" / audience
+        html = (folder / "digest.html").read_text(encoding="utf-8")
+        text = (folder / "digest.txt").read_text(encoding="utf-8")
+        assert html.startswith("<!DOCTYPE html>") and "%%" not in html and "%%" not in text
+        assert "Voorbeeld Lezer" in html and f"/preview/{audience}/unsubscribe" in text
+        assert f"{audience}:" in out
+    code, out, err = run("digest", "beslissers", "--config", str(config), "--now", NOW, "--out", str(tmp_path / "p"))
+    assert code == 0 and sorted(p.name for p in (tmp_path / "p").iterdir()) == ["beslissers"]
+
+
+def test_digest_is_deterministic(tmp_path: Path) -> None:
+    config = copy_site(tmp_path)
+    for out in ("a", "b"):
+        assert run("digest", "--config", str(config), "--now", NOW, "--out", str(tmp_path / out))[0] == 0
+    a = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()}
+    b = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
+    assert a == b and len(a) >= 6
+
+
+def test_digest_of_an_unknown_audience_names_it(tmp_path: Path) -> None:
+    config = copy_site(tmp_path)
+    code, _, err = run("digest", "lezers", "--config", str(config), "--now", NOW)
+    assert code == 2 and "no audience 'lezers' (known: beslissers, bouwers, onderzoekers)" in err
+
+
+def test_digest_with_nothing_new_says_so(tmp_path: Path) -> None:
+    config = copy_site(tmp_path)
+    code, out, _ = run("digest", "beslissers", "--config", str(config), "--now", "2026-12-20T09:00")
+    assert code == 0 and "nothing to preview" in out
+    assert not (tmp_path / "preview" / "beslissers").exists()
+
+
+def test_check_reports_email_findings_per_audience(tmp_path: Path) -> None:
+    config = copy_site(tmp_path)
+    code, out, err = run("check", "--config", str(config), "--now", NOW)
+    assert code == 0, err
+    assert "audience 'beslissers': digest of 3 article(s)" in out and "0 error(s)" in out
+    # A site template that breaks two rules: exit 1, and each finding names audience + element.
+    email = tmp_path / "templates" / "email"
+    email.mkdir(parents=True)
+    (email / "digest.html").write_text(
+        '{% extends "default/digest.html" %}{% block header %}{{ super() }}'
+        '<img src="https://ai-nieuws.example.nl/logo.png" width="80"><a href="archief/">Archief</a>'
+        "{% endblock %}"
+    )
+    code, out, err = run("check", "--config", str(config), "--now", NOW)
+    assert code == 1
+    assert "error: audience 'bouwers': <img src=\"https://ai-nieuws.example.nl/logo.png\">: has no alt attribute" in err
+    assert "error: audience 'beslissers': <a href=\"archief/\">: relative or unsupported URL in href" in err
+
+
+def test_check_reports_a_template_that_fails(tmp_path: Path) -> None:
+    config = copy_site(tmp_path)
+    email = tmp_path / "templates" / "email"
+    email.mkdir(parents=True)
+    (email / "digest.txt").write_text("{{ lead.no_such_field }}\n")
+    code, _, err = run("check", "--config", str(config), "--now", NOW)
+    assert code == 1 and "audience 'beslissers': digest: digest.txt:" in err and "no_such_field" in err

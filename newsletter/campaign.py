@@ -1,0 +1,124 @@
+"""One audience's issue: which articles, which period, the rendered digest.
+
+`plan_issue` is pure (articles and `now` in, a plan out); `render_issue` renders the plan once.
+Sending (store + transport) builds on these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from .collector import select
+from .config import AudienceConfig, Config
+from .digest import AudienceSpec, DigestSettings, RenderedDigest, personalize, render_digest
+from .errors import RenderError
+from .model import Article, RenderedBody
+from .output import write_atomic
+
+
+def digest_settings(config: Config) -> DigestSettings:
+    site_templates = config.email.templates_dir
+    email_templates = site_templates / "email" if site_templates else None
+    return DigestSettings(
+        site_title=config.site.title,
+        site_url=config.site.url,
+        language=config.site.language,
+        timezone=config.site.timezone,
+        sender_line=config.email.sender_line,
+        templates_dir=email_templates if email_templates and email_templates.is_dir() else None,
+    )
+
+
+def audience_spec(audience: AudienceConfig) -> AudienceSpec:
+    return AudienceSpec(
+        id=audience.id,
+        title=audience.title,
+        description=audience.description,
+        highlight_section=audience.highlight_section,
+        subject=audience.subject,
+        preheader=audience.preheader,
+        template=audience.template,
+        utm=dict(audience.utm),
+    )
+
+
+@dataclass(frozen=True)
+class IssuePlan:
+    """What one issue of an audience would contain."""
+
+    audience: AudienceConfig
+    period_start: datetime  # exclusive: articles published after it
+    period_end: datetime  # inclusive
+    articles: tuple[Article, ...]  # lead first (newest), at most audience.max_items
+
+    @property
+    def empty(self) -> bool:
+        return not self.articles
+
+
+def plan_issue(
+    audience: AudienceConfig,
+    articles: Sequence[Article],
+    end: datetime,
+    since: datetime | None = None,
+) -> IssuePlan:
+    """The articles of an issue that closes at `end`: published after `since` (the end of the
+    previous issue) or, for a first issue, within the audience's look-back window."""
+    start = since if since is not None else end - audience.window
+    chosen = select(
+        articles,
+        end,
+        labels=audience.labels,
+        tags=audience.tags,
+        tag_mode="all" if audience.tag_mode == "all" else "any",
+        since=start,
+        limit=audience.max_items,
+    )
+    return IssuePlan(audience, start, end, tuple(chosen))
+
+
+def render_issue(
+    plan: IssuePlan, body: Callable[[Article], RenderedBody], settings: DigestSettings
+) -> RenderedDigest:
+    """Render (and inline, once) the plan's digest.
+
+    Raises:
+        RenderError: the plan is empty, or a template fails.
+    """
+    if plan.empty:
+        raise RenderError(
+            f"audience '{plan.audience.id}': no articles published between "
+            f"{plan.period_start.isoformat()} and {plan.period_end.isoformat()}"
+        )
+    return render_digest(
+        audience_spec(plan.audience),
+        plan.articles,
+        body,
+        plan.period_start,
+        plan.period_end,
+        settings,
+    )
+
+
+SAMPLE_NAME = "Voorbeeld Lezer"
+
+
+def write_preview(
+    config: Config, digest: RenderedDigest, folder: Path, now: datetime
+) -> list[Path]:
+    """digest.html, digest.txt and digest.eml of one audience, personalised with sample values
+    (a sample subscriber id 0 and the real link shapes), written atomically."""
+    links = f"{config.public_url}/preview/{digest.audience_id}"
+    html, text = personalize(
+        digest, name=SAMPLE_NAME, unsubscribe_url=f"{links}/unsubscribe", view_url=f"{links}/view"
+    )
+    files = {"digest.html": html.encode("utf-8"), "digest.txt": text.encode("utf-8")}
+    paths = []
+    for name, data in files.items():
+        path = folder / name
+        write_atomic(path, data)
+        paths.append(path)
+    return paths
