@@ -404,7 +404,10 @@ def _item(
     cover = article.cover
     if cover is not None:
         if cover.image.startswith("https://"):
-            cover = Cover(cover.image, _defuse(cover.alt), _defuse(cover.caption))
+            # A cover without alt text is described by the title: screen readers and clients
+            # that block images show the alt (EM QA requires one on every image).
+            alt = cover.alt.strip() or article.title
+            cover = Cover(cover.image, _defuse(alt), _defuse(cover.caption))
         else:
             cover = None  # an http:// image is blocked or warned about by mail clients
     return DigestItem(

@@ -700,3 +700,9 @@ def test_any_title_and_summary_stay_text(title: str, summary: str) -> None:
     assert tree.cssselect("h2.lead-title")[0].text_content() == parsed.article.title
     assert tree.cssselect("td.lead p.summary")[0].text_content() == parsed.article.summary
     assert not tree.xpath("//script | //@*[starts-with(name(), 'on')]")
+
+
+def test_a_cover_without_alt_text_is_described_by_the_title() -> None:
+    bare = article("2026/11/kaal.md", title="Kale foto", cover={"image": "https://cdn.example.nl/a.jpg"})
+    img = dom(render([bare]).html).xpath("//img[contains(@class, 'cover')]")[0]
+    assert img.get("alt") == "Kale foto"
