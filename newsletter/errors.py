@@ -6,13 +6,13 @@ NewsletterError
 ├── FeedError                      a feed could not be produced
 ├── OutputError(path)              a file could not be written safely
 ├── RenderError                    a template could not be rendered
-├── DeliveryError(recipient)       a message could not be delivered
+├── DeliveryError(recipient, kind) a message could not be delivered (permanent/transient/unknown)
 └── StoreError                     the database refused an operation
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 _MISSING: Any = object()
 
@@ -74,17 +74,45 @@ class RenderError(NewsletterError):
     """A template could not be rendered."""
 
 
-class DeliveryError(NewsletterError):
-    """A message could not be delivered to one recipient."""
+DeliveryErrorKind = Literal["permanent", "transient", "unknown"]
 
-    def __init__(self, recipient: str, message: str) -> None:
+
+class DeliveryError(NewsletterError):
+    """A message could not be delivered to one recipient.
+
+    `kind` says what a retry may do: "permanent" (refused, do not retry), "transient" (not
+    delivered, a later retry may work) or "unknown" (the connection was lost after the message
+    was sent, so it may have been delivered: a retry risks a duplicate). `code` is the SMTP reply
+    code when there was one.
+    """
+
+    def __init__(
+        self,
+        recipient: str,
+        message: str,
+        *,
+        kind: DeliveryErrorKind = "permanent",
+        code: int | None = None,
+    ) -> None:
         self.recipient = recipient
         self.message = message
+        self.kind: DeliveryErrorKind = kind
+        self.code = code
         super().__init__(f"{recipient}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default pickling would call __init__ with the formatted text only.
+        return (_make_delivery_error, (self.recipient, self.message, self.kind, self.code))
 
 
 class StoreError(NewsletterError):
     """The store refused an operation."""
+
+
+def _make_delivery_error(
+    recipient: str, message: str, kind: DeliveryErrorKind, code: int | None
+) -> DeliveryError:
+    return DeliveryError(recipient, message, kind=kind, code=code)
 
 
 def _short(value: Any, limit: int = 80) -> str:

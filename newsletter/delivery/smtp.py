@@ -1,0 +1,421 @@
+"""SMTP delivery: verified TLS, reused connections, a rate limit, and honest error kinds.
+
+- TLS: implicit (`ssl=True`, port 465) or STARTTLS (`starttls=True`, port 587), always with a
+  verifying context (`ssl.create_default_context()` unless the caller passes one); smtplib's own
+  default context does not verify (standards SEC-06). A server that does not offer or refuses
+  STARTTLS is an error, never a silent fall back to plain text (SEC-07). Credentials are only
+  sent over TLS.
+- Connections: a pool of at most `connections` SMTP sessions, each reused for many messages
+  (REL-11). `send` is thread-safe; a caller runs up to `parallelism` threads. A pooled session
+  the server has meanwhile closed (or that answers 421) is replaced and the message is tried
+  once more, which is safe because nothing of it was accepted yet (REL-10).
+- Rate: a token bucket shared by all threads, `rate` messages per second (0 = unlimited).
+- Errors (`DeliveryError.kind`): a 5xx reply to RCPT or to the message -> "permanent"; 4xx ->
+  "transient"; failing to connect, to start TLS, to log in or a refused sender -> "transient"
+  (nothing was sent and it is not the recipient's fault, so it must not mark the recipient
+  undeliverable); the connection lost after the whole message was sent but before the server's
+  reply -> "unknown", since the server may have accepted it (REL-03). One recipient per
+  transaction, so a refused recipient never goes unnoticed in a partly accepted list (MAIL-10),
+  and the session stays usable for the next recipient.
+- Never sets a debug level: smtplib's debug output contains the AUTH exchange (SEC-09).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import smtplib
+import socket
+import ssl as _ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import NoReturn
+
+from ..errors import DeliveryError, DeliveryErrorKind
+from . import check_envelope
+
+logger = logging.getLogger(__name__)
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
+
+
+class RateLimiter:
+    """A thread-safe token bucket: `rate` tokens per second, at most `burst` saved up.
+
+    Each `acquire` takes a token, waiting (outside the lock) until it is earned; tokens may be
+    reserved ahead, so concurrent callers are spaced 1/rate apart instead of all waking at once.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int = 1,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate < 0:
+            raise ValueError(f"rate must be 0 (unlimited) or more, got {rate!r}")
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1, got {burst!r}")
+        self.rate = float(rate)
+        self.burst = burst
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._tokens = float(burst)
+        self._last = clock()
+
+    def acquire(self) -> float:
+        """Take one token; returns the seconds waited."""
+        if not self.rate:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self._tokens -= 1.0
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+
+class _Session:
+    """One SMTP connection and whether it may be reused."""
+
+    __slots__ = ("smtp", "usable")
+
+    def __init__(self, smtp: smtplib.SMTP) -> None:
+        self.smtp = smtp
+        self.usable = True
+
+
+class _Reconnect(Exception):
+    """The session was lost before any part of the message was accepted: retry elsewhere."""
+
+    def __init__(self, reason: str, code: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class SMTPTransport:
+    """Sends through an SMTP server; see the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        starttls: bool,
+        ssl: bool,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+        connections: int = 1,
+        rate: float = 0.0,
+        ssl_context: _ssl.SSLContext | None = None,
+        local_hostname: str | None = None,
+    ) -> None:
+        """
+        Args:
+            host, port: the server.
+            starttls: upgrade with STARTTLS; an error if the server cannot.
+            ssl: implicit TLS from the first byte (excludes starttls).
+            username, password: log in after TLS (both or neither).
+            timeout: seconds for connecting and for each reply.
+            connections: at most this many sessions at once (= `parallelism`).
+            rate: messages per second over all sessions; 0 is unlimited.
+            ssl_context: a verifying context, e.g. one that trusts a private CA; default
+                `ssl.create_default_context()`.
+            local_hostname: the EHLO name; default the machine's FQDN.
+
+        Raises:
+            ValueError: contradictory or out-of-range settings.
+        """
+        if starttls and ssl:
+            raise ValueError("choose starttls (port 587) or ssl (port 465), not both")
+        if not 0 < port < 65536:
+            raise ValueError(f"port must be 1..65535, got {port!r}")
+        if connections < 1:
+            raise ValueError(f"connections must be at least 1, got {connections!r}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be more than 0, got {timeout!r}")
+        if (username is None) != (password is None):
+            raise ValueError("give both username and password, or neither")
+        if username is not None and not (starttls or ssl):
+            raise ValueError("refusing to send SMTP credentials without TLS (set starttls or ssl)")
+        if ssl_context is not None and ssl_context.verify_mode == _ssl.CERT_NONE:
+            raise ValueError("ssl_context must verify certificates (verify_mode is CERT_NONE)")
+        self.host = host
+        self.port = port
+        self.starttls = starttls
+        self.ssl = ssl
+        self.username = username
+        self._password = password
+        self.timeout = timeout
+        self.parallelism = connections
+        self.limiter = RateLimiter(rate)
+        # Created once (loading the system CAs is not free) and shared by all sessions.
+        self._context = (
+            ssl_context
+            if ssl_context is not None or not (starttls or ssl)
+            else _ssl.create_default_context()
+        )
+        self._local_hostname = local_hostname
+        self._slots = threading.BoundedSemaphore(connections)
+        self._lock = threading.Lock()
+        self._idle: list[_Session] = []
+        self._closed = False
+        self.connections_opened = 0  # for monitoring and tests
+
+    def __repr__(self) -> str:
+        mode = "ssl" if self.ssl else "starttls" if self.starttls else "plain"
+        login = f", username={self.username!r}, password='***'" if self.username else ""
+        return f"SMTPTransport({self.host!r}, {self.port}, {mode}{login})"
+
+    def __enter__(self) -> SMTPTransport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, sender: str, recipient: str, message: bytes, message_id: str) -> None:
+        """Deliver message to recipient (one transaction, one recipient).
+
+        Raises:
+            DeliveryError: with kind "permanent", "transient" or "unknown" and the reply code.
+            ValueError: a malformed envelope address.
+            RuntimeError: the transport was closed.
+        """
+        check_envelope(sender, recipient)
+        if self._closed:
+            raise RuntimeError("the SMTP transport is closed")
+        data = _wire_format(message)
+        self.limiter.acquire()
+        with self._slots:
+            session = self._checkout()
+            try:
+                for attempt in (1, 2):
+                    if session is None:
+                        session = self._connect(recipient)
+                    try:
+                        self._transaction(session, sender, recipient, data, len(message))
+                        return
+                    except _Reconnect as lost:
+                        session.usable = False
+                        self._discard(session)
+                        session = None
+                        logger.info(
+                            "SMTP session lost before sending %s (%s); attempt %d",
+                            message_id,
+                            lost.reason,
+                            attempt,
+                        )
+                        if attempt == 2:
+                            raise DeliveryError(
+                                recipient,
+                                f"server closed the connection twice: {lost.reason}",
+                                kind="transient",
+                                code=lost.code,
+                            ) from None
+            finally:
+                if session is not None:
+                    self._checkin(session)
+
+    def close(self) -> None:
+        """QUIT every idle session; sessions in use are closed when their send ends."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for session in idle:
+            self._discard(session)
+
+    # --- sessions ------------------------------------------------------------------------------
+    def _checkout(self) -> _Session | None:
+        with self._lock:
+            return self._idle.pop() if self._idle else None
+
+    def _checkin(self, session: _Session) -> None:
+        if session.usable:
+            with self._lock:
+                if not self._closed:
+                    self._idle.append(session)
+                    return
+        self._discard(session)
+
+    def _discard(self, session: _Session) -> None:
+        smtp = session.smtp
+        try:
+            if session.usable:
+                smtp.quit()
+        except (OSError, smtplib.SMTPException):
+            pass
+        finally:
+            smtp.close()
+
+    def _connect(self, recipient: str) -> _Session:
+        where = f"{self.host}:{self.port}"
+        if self._local_hostname is None:
+            self._local_hostname = socket.getfqdn()
+        context = self._context
+        try:
+            if self.ssl:
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                    self.host,
+                    self.port,
+                    local_hostname=self._local_hostname,
+                    timeout=self.timeout,
+                    context=context,
+                )
+            else:
+                smtp = smtplib.SMTP(
+                    self.host, self.port, local_hostname=self._local_hostname, timeout=self.timeout
+                )
+        except (OSError, smtplib.SMTPException) as exc:
+            _fail(recipient, f"cannot connect to {where}: {_describe(exc)}", exc)
+        try:
+            smtp.ehlo_or_helo_if_needed()
+            if self.starttls:
+                if not smtp.has_extn("starttls"):
+                    raise DeliveryError(
+                        recipient,
+                        f"{where} does not offer STARTTLS; refusing to send in clear text",
+                        kind="transient",
+                    )
+                smtp.starttls(context=context)
+                if not isinstance(smtp.sock, _ssl.SSLSocket):  # belt and braces
+                    raise DeliveryError(
+                        recipient, f"{where}: STARTTLS did not start TLS", kind="transient"
+                    )
+                smtp.ehlo()
+            if self.username is not None and self._password is not None:
+                smtp.login(self.username, self._password)
+        except DeliveryError:
+            smtp.close()
+            raise
+        except (OSError, smtplib.SMTPException) as exc:
+            smtp.close()
+            _fail(recipient, f"cannot set up a session with {where}: {_describe(exc)}", exc)
+        with self._lock:
+            self.connections_opened += 1
+        logger.debug("SMTP session opened to %s", where)
+        return _Session(smtp)
+
+    # --- one message ---------------------------------------------------------------------------
+    def _transaction(
+        self, session: _Session, sender: str, recipient: str, data: bytes, size: int
+    ) -> None:
+        smtp = session.smtp
+        options = [f"SIZE={size}"] if smtp.has_extn("size") else []
+        code, reply = _before_data(lambda: smtp.mail(sender, options))
+        if code != 250:
+            self._reset(session)
+            # Not the recipient's fault: a refused sender would refuse every recipient.
+            _refused(recipient, f"sender {sender} refused", code, reply, kind="transient")
+        code, reply = _before_data(lambda: smtp.rcpt(recipient))
+        if code not in (250, 251):
+            self._reset(session)
+            _refused(recipient, "recipient refused", code, reply)
+        code, reply = _before_data(lambda: _data_command(smtp))
+        if code != 354:
+            self._reset(session)
+            _refused(recipient, "DATA refused", code, reply)
+        try:
+            smtp.send(data)
+        except (OSError, smtplib.SMTPException) as exc:
+            # The final "." was not written, so the server cannot have accepted the message.
+            session.usable = False
+            _fail(recipient, f"connection lost while sending the message: {_describe(exc)}", exc)
+        try:
+            code, reply = smtp.getreply()
+        except (OSError, smtplib.SMTPException) as exc:
+            session.usable = False
+            raise DeliveryError(
+                recipient,
+                "connection lost after the message was sent, before the server replied; it may"
+                f" have been delivered ({_describe(exc)})",
+                kind="unknown",
+            ) from exc
+        if code == 250:
+            return
+        if code == 421 or not 400 <= code < 600:
+            session.usable = False
+        _refused(recipient, "message refused", code, reply)
+
+    def _reset(self, session: _Session) -> None:
+        if not session.usable:
+            return
+        try:
+            code, _ = session.smtp.rset()
+            session.usable = code == 250
+        except (OSError, smtplib.SMTPException):
+            session.usable = False
+
+
+def _before_data(command: Callable[[], tuple[int, bytes]]) -> tuple[int, bytes]:
+    """Run a command of the envelope phase; a lost session or a 421 means "try another one"."""
+    try:
+        code, reply = command()
+    except (OSError, smtplib.SMTPServerDisconnected) as exc:
+        raise _Reconnect(_describe(exc)) from exc
+    if code == 421:
+        raise _Reconnect(f"{code} {_text(reply)}", code)
+    return code, reply
+
+
+def _data_command(smtp: smtplib.SMTP) -> tuple[int, bytes]:
+    # smtplib.SMTP.data() would send the message right after the 354; the two steps are
+    # separate here so that a failure before the 354 can be retried and one after it cannot.
+    smtp.putcmd("data")
+    return smtp.getreply()
+
+
+def _kind(code: int) -> DeliveryErrorKind:
+    return "permanent" if 500 <= code < 600 else "transient"
+
+
+def _refused(
+    recipient: str,
+    what: str,
+    code: int,
+    reply: bytes,
+    *,
+    kind: DeliveryErrorKind | None = None,
+) -> NoReturn:
+    raise DeliveryError(
+        recipient, f"{what}: {code} {_text(reply)}", kind=kind or _kind(code), code=code
+    )
+
+
+def _fail(recipient: str, message: str, exc: BaseException) -> NoReturn:
+    code = getattr(exc, "smtp_code", None)
+    raise DeliveryError(
+        recipient, message, kind="transient", code=code if isinstance(code, int) else None
+    ) from exc
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{exc.smtp_code} {_text(exc.smtp_error)}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _text(reply: bytes | str) -> str:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    return " ".join(text.split())
+
+
+def _wire_format(message: bytes) -> bytes:
+    """CRLF line ends (a bare LF could end the DATA early on some servers: SMTP smuggling),
+    leading dots doubled (RFC 5321 §4.5.2) and the end-of-data line."""
+    data = _LEADING_DOT.sub(b"..", _LINE_END.sub(b"\r\n", message))
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
+
+
+__all__ = ["RateLimiter", "SMTPTransport"]

@@ -1,0 +1,850 @@
+"""delivery/: the outbox and SMTP transports (standards REL-03, REL-08, REL-10, REL-11, MAIL-10,
+SEC-06, SEC-07, SEC-08, SEC-09).
+
+SMTP is tested against a real aiosmtpd server on 127.0.0.1 (an OS-chosen port), with a handler
+that stores what it receives and can refuse recipients, drop connections or slow down; TLS uses
+a CA and server certificate generated here, so no network and no fixed files are needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import pickle
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as SMTPServer
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from newsletter.delivery import MemoryTransport, make_transport
+from newsletter.delivery.outbox import OutboxTransport, outbox_filename
+from newsletter.delivery.smtp import RateLimiter, SMTPTransport
+from newsletter.digest import RenderedDigest
+from newsletter.errors import DeliveryError
+from newsletter.message import MessageTemplate, make_message_id
+
+SENDER = "nieuwsbrief@ai-nieuws.example.nl"
+USER, PASSWORD = "redactie", "geheim-wachtwoord-123"
+
+cryptography = pytest.importorskip("cryptography")
+
+
+# --- messages ------------------------------------------------------------------------------------
+DIGEST = RenderedDigest(
+    audience_id="beslissers",
+    subject="Beslissers – week 48",
+    preheader="",
+    html="<p>Hallo %%NAME%%,</p>\n<p>"
+    + "Nieuws. " * 60
+    + '</p>\n<a href="%%UNSUBSCRIBE_URL%%">x</a>\n',
+    text="Hallo %%NAME%%,\n.Een regel die met een punt begint.\n..\n.\nAfmelden: %%UNSUBSCRIBE_URL%%\n",
+    article_ids=("a",),
+    default_name="lezer",
+)
+TEMPLATE = MessageTemplate.build(
+    DIGEST,
+    sender=f"Redactie <{SENDER}>",
+    reply_to=None,
+    list_id="beslissers.ai-nieuws.example.nl",
+    list_name="Voor beslissers",
+)
+
+
+def message(number: int, recipient: str = "") -> tuple[str, bytes, str]:
+    """(recipient, message bytes, Message-ID) for subscriber `number`."""
+    recipient = recipient or f"lezer{number}@example.nl"
+    message_id = make_message_id(48, number, "ai-nieuws.example.nl")
+    raw = TEMPLATE.compose(
+        to_email=recipient,
+        to_name=f"Lezer {number}",
+        message_id=message_id,
+        date=datetime(2026, 11, 30, 8, 0, tzinfo=UTC),
+        unsubscribe_url=f"https://ai-nieuws.example.nl/afmelden/{number}",
+        unsubscribe_mailto="mailto:afmelden@ai-nieuws.example.nl",
+        view_url=f"https://ai-nieuws.example.nl/bekijk/{number}",
+    )
+    return recipient, raw, message_id
+
+
+def send(transport: Any, number: int, recipient: str = "") -> bytes:
+    to, raw, message_id = message(number, recipient)
+    transport.send(SENDER, to, raw, message_id)
+    return raw
+
+
+# --- a recording SMTP server ---------------------------------------------------------------------
+@dataclass
+class Received:
+    peer: Any
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+    tls: bool
+    authenticated: bool
+
+
+@dataclass
+class Recorder:
+    """aiosmtpd handler: stores messages; behaviour switches for the failure tests."""
+
+    refuse: dict[str, str] = field(default_factory=dict)  # recipient -> reply
+    refuse_data: dict[str, str] = field(default_factory=dict)  # recipient -> reply after DATA
+    per_connection: int = 0  # after this many messages a connection is closed at the next MAIL
+    close_with_421: bool = True  # else the connection is dropped without a reply
+    drop_after_data: set[str] = field(default_factory=set)  # store, then drop before replying
+    delay: float = 0.0  # seconds before replying to DATA (without blocking other sessions)
+    mail_reply: str = ""  # if set, the reply to every MAIL command
+    received: list[Received] = field(default_factory=list)
+    peers: set[Any] = field(default_factory=set)
+    mail_commands: int = 0
+    quits: int = 0
+    _counts: dict[Any, int] = field(default_factory=dict)
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        self.peers.add(session.peer)
+        return responses
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        self.mail_commands += 1
+        if self.mail_reply:
+            if self.mail_reply.startswith("421"):
+                asyncio.get_running_loop().call_soon(server.transport.close)
+            return self.mail_reply
+        if self.per_connection and self._counts.get(session.peer, 0) >= self.per_connection:
+            if self.close_with_421:
+                asyncio.get_running_loop().call_soon(server.transport.close)
+                return "421 4.7.0 Too many messages on this connection, closing"
+            server.transport.close()
+            return "250 OK"  # never reaches the client
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self._counts[session.peer] = self._counts.get(session.peer, 0) + 1
+        (recipient,) = envelope.rcpt_tos
+        if recipient in self.refuse_data:
+            return self.refuse_data[recipient]
+        self.received.append(
+            Received(
+                peer=session.peer,
+                mail_from=envelope.mail_from,
+                rcpt_tos=list(envelope.rcpt_tos),
+                data=envelope.original_content,
+                tls=server.transport.get_extra_info("ssl_object") is not None,
+                authenticated=bool(session.authenticated),
+            )
+        )
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if recipient in self.drop_after_data:
+            server.transport.close()
+        return "250 2.0.0 OK: queued"
+
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        self.quits += 1
+        return "221 Bye"
+
+    def recipients(self) -> list[str]:
+        return [r.rcpt_tos[0] for r in self.received]
+
+
+class LocalController(Controller):
+    """A Controller on an OS-chosen port (aiosmtpd 1.4 cannot report the port of port=0)."""
+
+    def _trigger_server(self) -> None:
+        assert isinstance(self.server, asyncio.Server)
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()  # type: ignore[no-untyped-call]
+
+
+class RefusingTLSServer(SMTPServer):
+    """Advertises STARTTLS but refuses it, like a misconfigured relay."""
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        await self.push("454 4.7.0 TLS not available due to temporary reason")
+
+
+class RefusingTLSController(LocalController):
+    def factory(self) -> Any:
+        return RefusingTLSServer(self.handler, **self.SMTP_kwargs)
+
+
+Start = Callable[..., tuple[Controller, Recorder]]
+
+
+@pytest.fixture
+def start_server() -> Iterator[Start]:
+    controllers: list[Controller] = []
+
+    def start(
+        handler: Recorder | None = None,
+        controller: type[Controller] = LocalController,
+        **options: Any,
+    ) -> tuple[Controller, Recorder]:
+        handler = handler or Recorder()
+        server = controller(handler, hostname="127.0.0.1", port=0, **options)
+        server.start()
+        controllers.append(server)
+        return server, handler
+
+    yield start
+    for server in controllers:
+        server.stop()
+
+
+def plain(server: Controller, **options: Any) -> SMTPTransport:
+    options.setdefault("timeout", 5.0)
+    return SMTPTransport(
+        "127.0.0.1", server.port, starttls=False, ssl=False, local_hostname="client.test", **options
+    )
+
+
+# --- certificates --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Certificates:
+    ca: Path
+    cert: Path
+    key: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A test CA and a certificate for 127.0.0.1/localhost signed by it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder = tmp_path_factory.mktemp("tls")
+    now = datetime.now(UTC)  # a certificate is checked against the real clock
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "newsletter test CA")])
+    usage = dict.fromkeys(
+        (
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "encipher_only",
+            "decipher_only",
+        ),
+        False,
+    )
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, **usage),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False, **usage),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = Certificates(folder / "ca.pem", folder / "cert.pem", folder / "key.pem")
+    paths.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+def authenticator(
+    server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+) -> AuthResult:
+    ok = isinstance(auth_data, LoginPassword) and auth_data == (USER.encode(), PASSWORD.encode())
+    return AuthResult(success=ok, handled=False)
+
+
+# --- connection reuse (REL-11) -------------------------------------------------------------------
+def test_rel11_many_messages_over_one_connection(start_server: Start) -> None:
+    server, handler = start_server()
+    with plain(server) as transport:
+        sent = [send(transport, n) for n in range(25)]
+        assert transport.connections_opened == 1
+    assert len(handler.peers) == 1
+    assert [r.data for r in handler.received] == sent  # byte for byte, dot-stuffing undone
+    assert handler.recipients() == [f"lezer{n}@example.nl" for n in range(25)]
+    assert {r.mail_from for r in handler.received} == {SENDER}
+    assert handler.quits == 1  # close() says goodbye
+
+
+def test_messages_with_leading_dots_and_bare_line_feeds_arrive_intact(start_server: Start) -> None:
+    server, handler = start_server()
+    with plain(server) as transport:
+        transport.send(SENDER, "a@example.nl", b"Subject: x\r\n\r\n.\r\n..two\r\nlast", "<1@x>")
+        transport.send(SENDER, "b@example.nl", b"Subject: y\n\nbare\nline feeds\n.\n", "<2@x>")
+    assert handler.received[0].data == b"Subject: x\r\n\r\n.\r\n..two\r\nlast\r\n"
+    # A bare LF is sent as CRLF: a lone "\n.\n" can never end the DATA early (SMTP smuggling).
+    assert handler.received[1].data == b"Subject: y\r\n\r\nbare\r\nline feeds\r\n.\r\n"
+
+
+# --- refusals (MAIL-10, REL-08) --------------------------------------------------------------------
+def test_mail10_refused_recipient_among_good_ones(start_server: Start) -> None:
+    handler = Recorder(
+        refuse={
+            "weg@example.nl": "550 5.1.1 <weg@example.nl>: mailbox unavailable",
+            "vol@example.nl": "451 4.2.1 mailbox busy, try later",
+        }
+    )
+    server, _ = start_server(handler)
+    errors: dict[str, DeliveryError] = {}
+    with plain(server) as transport:
+        for number, recipient in enumerate(
+            ["a@example.nl", "weg@example.nl", "b@example.nl", "vol@example.nl", "c@example.nl"]
+        ):
+            try:
+                send(transport, number, recipient)
+            except DeliveryError as error:
+                errors[recipient] = error
+        assert transport.connections_opened == 1  # a refusal does not cost the session
+    assert handler.recipients() == ["a@example.nl", "b@example.nl", "c@example.nl"]
+    permanent, transient = errors["weg@example.nl"], errors["vol@example.nl"]
+    assert (permanent.kind, permanent.code, permanent.recipient) == (
+        "permanent",
+        550,
+        "weg@example.nl",
+    )
+    assert "5.1.1" in permanent.message
+    assert (transient.kind, transient.code) == ("transient", 451)
+
+
+def test_rel08_refusal_after_data_is_classified_by_code(start_server: Start) -> None:
+    handler = Recorder(
+        refuse_data={
+            "spam@example.nl": "554 5.7.1 Message rejected as spam",
+            "later@example.nl": "452 4.3.1 Insufficient system storage",
+        }
+    )
+    server, _ = start_server(handler)
+    with plain(server) as transport:
+        with pytest.raises(DeliveryError) as permanent:
+            send(transport, 1, "spam@example.nl")
+        with pytest.raises(DeliveryError) as transient:
+            send(transport, 2, "later@example.nl")
+        send(transport, 3)
+        assert transport.connections_opened == 1
+    assert (permanent.value.kind, permanent.value.code) == ("permanent", 554)
+    assert (transient.value.kind, transient.value.code) == ("transient", 452)
+    assert handler.recipients() == ["lezer3@example.nl"]
+
+
+# --- lost connections (REL-10, REL-03) ---------------------------------------------------------------
+@pytest.mark.parametrize("close_with_421", [True, False], ids=["421", "dropped"])
+def test_rel10_reconnects_when_the_server_closes_mid_batch(
+    start_server: Start, close_with_421: bool
+) -> None:
+    handler = Recorder(per_connection=3, close_with_421=close_with_421)
+    server, _ = start_server(handler)
+    with plain(server) as transport:
+        for number in range(10):
+            send(transport, number)  # no error: each lost session is replaced
+        assert transport.connections_opened == 4
+    assert handler.recipients() == [f"lezer{n}@example.nl" for n in range(10)]  # once each
+    assert len(handler.peers) == 4
+
+
+def test_rel10_a_server_that_keeps_closing_is_retried_once_then_transient(
+    start_server: Start,
+) -> None:
+    server, handler = start_server(Recorder(mail_reply="421 4.3.2 System shutting down"))
+    with plain(server) as transport, pytest.raises(DeliveryError) as excinfo:
+        send(transport, 1)
+    assert (excinfo.value.kind, excinfo.value.code) == ("transient", 421)
+    assert handler.mail_commands == 2 and len(handler.peers) == 2
+
+
+def test_refused_sender_is_transient_not_the_recipients_fault(start_server: Start) -> None:
+    # A refused MAIL FROM would refuse every recipient: it must not mark them undeliverable.
+    server, handler = start_server(Recorder(mail_reply="553 5.7.1 Sender address rejected"))
+    with plain(server) as transport:
+        with pytest.raises(DeliveryError) as excinfo:
+            send(transport, 1)
+        assert (excinfo.value.kind, excinfo.value.code) == ("transient", 553)
+        with pytest.raises(DeliveryError):
+            send(transport, 2)
+        assert transport.connections_opened == 1  # the session survives (RSET)
+
+
+def test_rel03_connection_lost_after_data_is_unknown_not_retried(start_server: Start) -> None:
+    handler = Recorder(drop_after_data={"lezer1@example.nl"})
+    server, _ = start_server(handler)
+    with plain(server) as transport:
+        send(transport, 0)
+        with pytest.raises(DeliveryError) as excinfo:
+            send(transport, 1)
+        send(transport, 2)  # on a new session
+        assert transport.connections_opened == 2
+    assert excinfo.value.kind == "unknown"
+    assert "may have been delivered" in excinfo.value.message
+    # The server did get it: retrying automatically would have sent it twice.
+    assert handler.recipients() == ["lezer0@example.nl", "lezer1@example.nl", "lezer2@example.nl"]
+
+
+def test_unreachable_server_is_a_transient_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again below: nothing listens there
+    transport = SMTPTransport(
+        "127.0.0.1", port, starttls=False, ssl=False, timeout=2.0, local_hostname="client.test"
+    )
+    with pytest.raises(DeliveryError) as excinfo:
+        send(transport, 1)
+    assert excinfo.value.kind == "transient"
+    assert f"127.0.0.1:{port}" in excinfo.value.message
+
+
+# --- TLS (SEC-06, SEC-07) ---------------------------------------------------------------------------
+def test_sec06_starttls_with_a_trusted_certificate(
+    start_server: Start, certificates: Certificates
+) -> None:
+    server, handler = start_server(tls_context=certificates.server_context(), require_starttls=True)
+    transport = SMTPTransport(
+        "127.0.0.1",
+        server.port,
+        starttls=True,
+        ssl=False,
+        timeout=5.0,
+        ssl_context=certificates.client_context(),
+        local_hostname="client.test",
+    )
+    with transport:
+        for number in range(3):
+            send(transport, number)
+        assert transport.connections_opened == 1
+    assert [r.tls for r in handler.received] == [True, True, True]
+
+
+def test_sec06_starttls_with_an_untrusted_certificate_is_refused(
+    start_server: Start, certificates: Certificates
+) -> None:
+    server, handler = start_server(tls_context=certificates.server_context())
+    # The default context: the system CAs, which do not know the test CA.
+    transport = SMTPTransport(
+        "127.0.0.1",
+        server.port,
+        starttls=True,
+        ssl=False,
+        timeout=5.0,
+        local_hostname="client.test",
+    )
+    with pytest.raises(DeliveryError) as excinfo:
+        send(transport, 1)
+    assert "CERTIFICATE_VERIFY_FAILED" in excinfo.value.message
+    assert excinfo.value.kind == "transient"
+    assert handler.received == [] and handler.mail_commands == 0  # no fall back to clear text
+
+
+def test_sec06_an_unverified_context_is_refused() -> None:
+    unverified = ssl.create_default_context()
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    with pytest.raises(ValueError, match="CERT_NONE"):
+        SMTPTransport("127.0.0.1", 587, starttls=True, ssl=False, ssl_context=unverified)
+
+
+def test_sec07_server_without_starttls_is_an_error_never_plain_text(start_server: Start) -> None:
+    server, handler = start_server()  # no tls_context: STARTTLS is not offered
+    transport = SMTPTransport(
+        "127.0.0.1",
+        server.port,
+        starttls=True,
+        ssl=False,
+        timeout=5.0,
+        local_hostname="client.test",
+    )
+    with pytest.raises(DeliveryError, match="does not offer STARTTLS") as excinfo:
+        send(transport, 1)
+    assert excinfo.value.kind == "transient"
+    assert handler.received == [] and handler.mail_commands == 0
+
+
+def test_sec07_server_refusing_starttls_is_an_error(
+    start_server: Start, certificates: Certificates
+) -> None:
+    server, handler = start_server(
+        controller=RefusingTLSController, tls_context=certificates.server_context()
+    )
+    transport = SMTPTransport(
+        "127.0.0.1",
+        server.port,
+        starttls=True,
+        ssl=False,
+        timeout=5.0,
+        ssl_context=certificates.client_context(),
+        local_hostname="client.test",
+    )
+    with pytest.raises(DeliveryError) as excinfo:
+        send(transport, 1)
+    assert excinfo.value.code == 454
+    assert handler.received == [] and handler.mail_commands == 0
+
+
+def test_sec06_implicit_tls(start_server: Start, certificates: Certificates) -> None:
+    server, handler = start_server(ssl_context=certificates.server_context())
+    good = SMTPTransport(
+        "127.0.0.1",
+        server.port,
+        starttls=False,
+        ssl=True,
+        timeout=5.0,
+        ssl_context=certificates.client_context(),
+        local_hostname="client.test",
+    )
+    with good:
+        send(good, 1)
+    assert [r.tls for r in handler.received] == [True]
+    untrusted = SMTPTransport(
+        "127.0.0.1",
+        server.port,
+        starttls=False,
+        ssl=True,
+        timeout=5.0,
+        local_hostname="client.test",
+    )
+    with pytest.raises(DeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
+        send(untrusted, 2)
+    assert len(handler.received) == 1
+
+
+# --- AUTH (SEC-08, SEC-09) ------------------------------------------------------------------------
+def test_auth_over_starttls(start_server: Start, certificates: Certificates) -> None:
+    server, handler = start_server(
+        tls_context=certificates.server_context(),
+        require_starttls=True,
+        auth_require_tls=True,
+        auth_required=True,
+        authenticator=authenticator,
+    )
+    transport = SMTPTransport(
+        "127.0.0.1",
+        server.port,
+        starttls=True,
+        ssl=False,
+        username=USER,
+        password=PASSWORD,
+        timeout=5.0,
+        ssl_context=certificates.client_context(),
+        local_hostname="client.test",
+    )
+    with transport:
+        send(transport, 1)
+        send(transport, 2)
+    assert [(r.tls, r.authenticated) for r in handler.received] == [(True, True), (True, True)]
+
+
+def test_sec09_wrong_password_is_an_error_that_never_shows_the_password(
+    start_server: Start, certificates: Certificates
+) -> None:
+    server, handler = start_server(
+        tls_context=certificates.server_context(),
+        require_starttls=True,
+        auth_required=True,
+        authenticator=authenticator,
+    )
+    wrong = "not-the-password-456"
+    transport = SMTPTransport(
+        "127.0.0.1",
+        server.port,
+        starttls=True,
+        ssl=False,
+        username=USER,
+        password=wrong,
+        timeout=5.0,
+        ssl_context=certificates.client_context(),
+        local_hostname="client.test",
+    )
+    with pytest.raises(DeliveryError) as excinfo:
+        send(transport, 1)
+    assert excinfo.value.code == 535
+    assert excinfo.value.kind == "transient"  # not the recipient's fault
+    assert wrong not in str(excinfo.value) and wrong not in repr(transport)
+    assert "password='***'" in repr(transport)
+    assert handler.received == []
+
+
+def test_sec08_credentials_are_never_sent_without_tls() -> None:
+    with pytest.raises(ValueError, match="without TLS"):
+        SMTPTransport("127.0.0.1", 25, starttls=False, ssl=False, username=USER, password=PASSWORD)
+    with pytest.raises(ValueError, match="both"):
+        SMTPTransport("127.0.0.1", 587, starttls=True, ssl=False, username=USER)
+    with pytest.raises(ValueError, match="not both"):
+        SMTPTransport("127.0.0.1", 587, starttls=True, ssl=True)
+
+
+# --- rate limit and parallel connections (REL-11) ----------------------------------------------------
+def test_rel11_rate_limit_spaces_the_messages(start_server: Start) -> None:
+    server, handler = start_server()
+    with plain(server, rate=50) as transport:
+        start = time.monotonic()
+        for number in range(30):
+            send(transport, number)
+        elapsed = time.monotonic() - start
+    assert len(handler.received) == 30
+    assert elapsed >= 0.5  # 29 gaps of 1/50 s; no upper bound (slow machines)
+
+
+def test_rate_limiter_is_a_token_bucket() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    limiter = RateLimiter(10, burst=2, clock=lambda: now[0], sleep=sleep)
+    waits = [limiter.acquire() for _ in range(4)]
+    assert waits == pytest.approx([0.0, 0.0, 0.1, 0.1])  # the burst, then 1/rate apart
+    now[0] += 5.0  # idle: the bucket refills, but only up to the burst
+    assert [limiter.acquire() for _ in range(3)] == pytest.approx([0.0, 0.0, 0.1])
+    assert RateLimiter(0).acquire() == 0.0
+    with pytest.raises(ValueError):
+        RateLimiter(-1)
+
+
+def test_rate_limiter_is_thread_safe() -> None:
+    limiter = RateLimiter(200)
+    start = time.monotonic()
+    threads = [
+        threading.Thread(target=lambda: [limiter.acquire() for _ in range(10)]) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert time.monotonic() - start >= 39 / 200 * 0.95  # 40 tokens, the first one free
+
+
+def test_rel11_parallel_connections_are_used_and_capped(start_server: Start) -> None:
+    handler = Recorder(delay=0.05)  # slow replies: a free session is rarely available
+    server, _ = start_server(handler)
+    transport = plain(server, connections=2)
+    assert transport.parallelism == 2
+    errors: list[BaseException] = []
+
+    def worker(first: int) -> None:
+        try:
+            for number in range(first, first + 5):
+                send(transport, number)
+        except BaseException as error:  # surfaced by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(n * 5,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    transport.close()
+    assert errors == []
+    assert sorted(handler.recipients()) == sorted(f"lezer{n}@example.nl" for n in range(20))
+    assert len(handler.peers) == 2  # both used, never more than `connections`
+    assert transport.connections_opened == 2
+    assert len({r.peer for r in handler.received}) == 2
+
+
+def test_closed_transport_refuses_to_send(start_server: Start) -> None:
+    server, handler = start_server()
+    transport = plain(server)
+    send(transport, 1)
+    transport.close()
+    transport.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        send(transport, 2)
+    assert handler.quits == 1
+
+
+# --- envelope safety -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "bad", ["a@b.nl\r\nRCPT TO:<x@evil.example>", "a b@c.nl", "<a@b.nl>", "geen-adres", ""]
+)
+def test_envelope_addresses_cannot_inject_commands(
+    start_server: Start, tmp_path: Path, bad: str
+) -> None:
+    server, handler = start_server()
+    _, raw, message_id = message(1)
+    for transport in (plain(server), OutboxTransport(tmp_path), MemoryTransport()):
+        with pytest.raises(ValueError, match="envelope"):
+            transport.send(SENDER, bad, raw, message_id)
+        with pytest.raises(ValueError, match="envelope"):
+            transport.send(bad, "a@example.nl", raw, message_id)
+    assert handler.mail_commands == 0 and list(tmp_path.iterdir()) == []
+
+
+# --- outbox ------------------------------------------------------------------------------------------
+def test_outbox_writes_one_eml_per_message(tmp_path: Path) -> None:
+    outbox = OutboxTransport(tmp_path / "outbox")
+    sent = {message_id: raw for _, raw, message_id in (message(n) for n in range(3))}
+    for number in range(3):
+        send(outbox, number)
+    files = sorted((tmp_path / "outbox").iterdir())
+    assert len(files) == 3 and all(f.suffix == ".eml" for f in files)
+    for message_id, raw in sent.items():
+        path = outbox.path_for(message_id)
+        assert path.read_bytes() == raw
+        assert path.name.startswith(message_id.strip("<>"))
+    assert outbox.parallelism == 1
+
+
+def test_outbox_is_idempotent_per_message_id(tmp_path: Path) -> None:
+    outbox = OutboxTransport(tmp_path)
+    send(outbox, 1)
+    (path,) = tmp_path.iterdir()
+    before = path.stat().st_mtime_ns
+    time.sleep(0.01)
+    send(outbox, 1)
+    assert list(tmp_path.iterdir()) == [path]
+    assert path.stat().st_mtime_ns == before  # unchanged bytes are not rewritten
+    outbox.send(SENDER, "lezer1@example.nl", b"Subject: retry\r\n\r\nnew\r\n", message(1)[2])
+    assert list(tmp_path.iterdir()) == [path] and path.read_bytes().startswith(b"Subject: retry")
+
+
+@pytest.mark.parametrize(
+    "message_id",
+    [
+        "<../../etc/passwd@evil.example>",
+        "<a/b/c@x>",
+        "<..@..>",
+        "<.hidden@x>",
+        "</absolute@x>",
+        "<a\\b@x>",
+        "<" + "x" * 500 + "@x>",
+        "<ünï@x>",
+        "..",
+    ],
+)
+def test_outbox_file_names_stay_inside_the_folder(tmp_path: Path, message_id: str) -> None:
+    folder = tmp_path / "outbox"
+    outbox = OutboxTransport(folder)
+    outbox.send(SENDER, "a@example.nl", b"Subject: x\r\n\r\nx\r\n", message_id)
+    (written,) = folder.iterdir()
+    assert written.resolve().parent == folder.resolve()
+    assert not written.name.startswith(".") and len(written.name) < 200
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [written]
+
+
+def test_outbox_names_keep_different_ids_apart(tmp_path: Path) -> None:
+    assert outbox_filename("<a/b@x>") != outbox_filename("<a_b@x>")
+    assert outbox_filename("<a@x>") == outbox_filename("<a@x>")
+    with pytest.raises(ValueError):
+        outbox_filename("<a@x>\r\nX: 1")
+
+
+def test_outbox_write_failure_is_transient(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    with pytest.raises(DeliveryError) as excinfo:
+        send(OutboxTransport(blocker), 1)
+    assert excinfo.value.kind == "transient"
+
+
+# --- the factory, the fake and the error ------------------------------------------------------------
+def test_make_transport(tmp_path: Path) -> None:
+    outbox = make_transport("outbox", outbox_dir=tmp_path)
+    assert isinstance(outbox, OutboxTransport)
+    assert make_transport("smtp", host="mail.example.nl").port == 587  # type: ignore[attr-defined]
+    implicit = make_transport("smtp", host="mail.example.nl", starttls=False, ssl=True)
+    assert implicit.port == 465  # type: ignore[attr-defined]
+    relay = make_transport("smtp", starttls=False)
+    assert relay.port == 25  # type: ignore[attr-defined]
+    smtp = make_transport("smtp", port=2525, connections=3, rate=5)
+    assert smtp.parallelism == 3
+    with pytest.raises(ValueError, match="unknown transport"):
+        make_transport("carrier-pigeon")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="outbox_dir"):
+        make_transport("outbox")
+
+
+def test_memory_transport_records_and_fails_on_request() -> None:
+    failure = DeliveryError("weg@example.nl", "550 no such user", kind="permanent", code=550)
+    memory = MemoryTransport(failures={"weg@example.nl": failure})
+    send(memory, 1)
+    with pytest.raises(DeliveryError) as excinfo:
+        send(memory, 2, "weg@example.nl")
+    assert excinfo.value is failure
+    assert [m.recipient for m in memory.sent] == ["lezer1@example.nl"]
+
+
+def test_delivery_error_keeps_kind_and_code_and_stays_compatible() -> None:
+    old_style = DeliveryError("a@example.nl", "refused")
+    assert (old_style.kind, old_style.code, str(old_style)) == (
+        "permanent",
+        None,
+        "a@example.nl: refused",
+    )
+    error = DeliveryError("a@example.nl", "lost", kind="unknown", code=None)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.recipient, copy.message, copy.kind, copy.code) == (
+        "a@example.nl",
+        "lost",
+        "unknown",
+        None,
+    )
