@@ -10,11 +10,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from . import links
 from .collector import select
 from .config import AudienceConfig, Config
 from .digest import AudienceSpec, DigestSettings, RenderedDigest, personalize, render_digest
 from .errors import RenderError
+from .message import MessageTemplate, make_message_id
 from .model import Article, RenderedBody
 from .output import write_atomic
 
@@ -104,18 +107,51 @@ def render_issue(
 
 
 SAMPLE_NAME = "Voorbeeld Lezer"
+SAMPLE_EMAIL = "voorbeeld.lezer@example.nl"
+SAMPLE_TOKEN = "VOORBEELD"  # a preview is not mailed: the links show their shape, not a real token
+
+
+def message_template(
+    config: Config, audience: AudienceConfig, digest: RenderedDigest, subject_prefix: str = ""
+) -> MessageTemplate:
+    """The issue's pre-encoded message (headers and both parts), built once per issue."""
+    return MessageTemplate.build(
+        digest,
+        sender=config.email.sender,
+        reply_to=config.email.reply_to or None,
+        list_id=links.list_id(audience.id, site_host(config)),
+        list_name=f"{config.site.title}: {audience.title}",
+        subject_prefix=subject_prefix,
+    )
+
+
+def site_host(config: Config) -> str:
+    return urlsplit(config.site.url).hostname or "localhost"
 
 
 def write_preview(
-    config: Config, digest: RenderedDigest, folder: Path, now: datetime
+    config: Config, audience: AudienceConfig, digest: RenderedDigest, folder: Path, now: datetime
 ) -> list[Path]:
-    """digest.html, digest.txt and digest.eml of one audience, personalised with sample values
-    (a sample subscriber id 0 and the real link shapes), written atomically."""
-    links = f"{config.public_url}/preview/{digest.audience_id}"
-    html, text = personalize(
-        digest, name=SAMPLE_NAME, unsubscribe_url=f"{links}/unsubscribe", view_url=f"{links}/view"
+    """digest.html, digest.txt and digest.eml of one audience as a sample subscriber gets them,
+    written atomically."""
+    base = config.public_url
+    unsubscribe = links.unsubscribe_url(base, SAMPLE_TOKEN)
+    view = links.view_url(base, 0, SAMPLE_TOKEN)
+    html, text = personalize(digest, name=SAMPLE_NAME, unsubscribe_url=unsubscribe, view_url=view)
+    eml = message_template(config, audience, digest).compose(
+        to_email=SAMPLE_EMAIL,
+        to_name=SAMPLE_NAME,
+        message_id=make_message_id(0, 0, site_host(config)),
+        date=now,
+        unsubscribe_url=unsubscribe,
+        unsubscribe_mailto=links.unsubscribe_mailto(config.email.unsubscribe_mailto, SAMPLE_TOKEN),
+        view_url=view,
     )
-    files = {"digest.html": html.encode("utf-8"), "digest.txt": text.encode("utf-8")}
+    files = {
+        "digest.html": html.encode("utf-8"),
+        "digest.txt": text.encode("utf-8"),
+        "digest.eml": eml,
+    }
     paths = []
     for name, data in files.items():
         path = folder / name

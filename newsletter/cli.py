@@ -151,7 +151,7 @@ def digest(audience_id: str | None, config_path: Path, now_text: str | None, out
             continue
         try:
             rendered = render_issue(plan, catalog.rendered, settings)
-            files = write_preview(config, rendered, target / audience.id, now)
+            files = write_preview(config, audience, rendered, target / audience.id, now)
         except NewsletterError as exc:
             click.echo(f"error: {exc}", err=True)
             failed = True

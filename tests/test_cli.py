@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import subprocess
 import sys
@@ -110,8 +112,17 @@ def test_digest_writes_a_preview_per_audience(tmp_path: Path) -> None:
         html = (folder / "digest.html").read_text(encoding="utf-8")
         text = (folder / "digest.txt").read_text(encoding="utf-8")
         assert html.startswith("<!DOCTYPE html>") and "%%" not in html and "%%" not in text
-        assert "Voorbeeld Lezer" in html and f"/preview/{audience}/unsubscribe" in text
+        assert "Voorbeeld Lezer" in html and "/unsubscribe/VOORBEELD" in text
         assert f"{audience}:" in out
+        # the .eml is the complete message, and its parts are exactly the two preview files
+        message = email.message_from_bytes((folder / "digest.eml").read_bytes(), policy=email.policy.default)
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert message["List-Id"].endswith(f"<{audience}.ai-nieuws.example.nl>")
+        assert message["To"] == "Voorbeeld Lezer <voorbeeld.lezer@example.nl>"
+        plain, rich = message.get_payload()
+        assert plain.get_content_type() == "text/plain" and rich.get_content_type() == "text/html"
+        assert plain.get_content().replace("\r\n", "\n") == text
+        assert rich.get_content().replace("\r\n", "\n") == html.replace("\r\n", "\n")
     code, out, err = run("digest", "beslissers", "--config", str(config), "--now", NOW, "--out", str(tmp_path / "p"))
     assert code == 0 and sorted(p.name for p in (tmp_path / "p").iterdir()) == ["beslissers"]
 
