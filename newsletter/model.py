@@ -105,3 +105,121 @@ def image_mime_type(url: str) -> str:
         if path.endswith(suffix):
             return mime
     return "image/jpeg"
+
+
+# --- Subscribers, issues and deliveries (persisted by `store.py`) -----------------------------
+# Statuses are plain strings; these tuples are the allowed values (the store checks them, and the
+# database has CHECK constraints on them).
+
+SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
+MEMBERSHIP_STATUSES = ("active", "unsubscribed")
+ISSUE_STATUSES = ("draft", "sending", "sent", "skipped", "failed")
+DELIVERY_STATUSES = ("queued", "sending", "sent", "failed", "unknown", "suppressed")
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """One address. `email` is normalised (domain lower-cased, local part as given); `email_key`
+    is its lower-cased form, unique in the store, so addresses differing only in case are one."""
+
+    id: int
+    email: str
+    email_key: str
+    name: str
+    status: str  # one of SUBSCRIBER_STATUSES
+    created_at: datetime
+    updated_at: datetime
+    confirmed_at: datetime | None = None
+    attributes: dict[str, object] | None = None  # free-form JSON object from imports
+
+
+@dataclass(frozen=True)
+class SubscriberChange:
+    """What adding, importing or removing one address did."""
+
+    email: str  # normalised when valid, else as given
+    action: str  # "created" | "updated" | "unchanged" | "skipped"
+    reason: str = ""  # why skipped (or what an update left out), e.g. "unsubscribed"
+    subscriber_id: int | None = None
+    skipped_audiences: tuple[str, ...] = ()  # audiences not (re-)added: the address left them
+
+
+@dataclass(frozen=True)
+class ImportRow:
+    """One row of a subscriber import. `audiences=None` means the import's default audiences."""
+
+    email: str
+    name: str = ""
+    audiences: tuple[str, ...] | None = None
+    attributes: dict[str, object] | None = None
+
+
+@dataclass(frozen=True)
+class ImportProblem:
+    """A skipped import row: its 1-based position in the input, the address and the reason."""
+
+    row: int
+    email: str
+    reason: str  # "invalid address: ...", "unsubscribed", "suppressed", ...
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """Counts per input row; each row counts once, as if rows were added one by one in order."""
+
+    added: int
+    updated: int
+    unchanged: int
+    skipped: int
+    problems: tuple[ImportProblem, ...] = ()  # one per skipped row
+
+    @property
+    def total(self) -> int:
+        return self.added + self.updated + self.unchanged + self.skipped
+
+    def skipped_by_reason(self) -> dict[str, int]:
+        """Skipped rows counted by reason (the text before the first ':')."""
+        counts: dict[str, int] = {}
+        for problem in self.problems:
+            key = problem.reason.split(":", 1)[0]
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One audience's digest for one period (e.g. "2026-W48"); unique per (audience, period)."""
+
+    id: int
+    audience_id: str
+    period: str
+    status: str  # one of ISSUE_STATUSES
+    window_start: datetime
+    window_end: datetime
+    created_at: datetime
+    subject: str = ""
+    preheader: str = ""
+    html: str = ""
+    text: str = ""
+    article_ids: tuple[str, ...] = ()
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    recipients_frozen_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One issue to one subscriber; `email` and `name` are frozen when the recipients are."""
+
+    id: int
+    issue_id: int
+    subscriber_id: int
+    email: str
+    name: str
+    status: str  # one of DELIVERY_STATUSES
+    attempts: int
+    queued_at: datetime
+    updated_at: datetime
+    last_error: str = ""
+    message_id: str = ""
+    sent_at: datetime | None = None
