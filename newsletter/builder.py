@@ -1,18 +1,79 @@
-"""The `build` job: scan content, apply the publishing rule, write every feed."""
+"""The `build` job: scan content, apply the publishing rule, write every feed.
+
+Two paths that must give the same bytes (tests/test_build_equivalence.py holds them to it):
+
+- without the index (`--no-index`): parse every file, render every feed, compare with disk;
+- with the index (the default): parse only new or changed files (in worker processes when there
+  are many), plan the feeds over the index's lean entries, and render only the feeds whose
+  inputs changed since the last build of the same output folder. When no content file changed
+  at all and `now` is still inside the window where the published set stays the same, nothing
+  is parsed or rendered.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 
-from .collector import Catalog, is_published, newest_first, scan
+import feedgen.version
+import lxml.etree
+
+from . import builder as _self
+from . import feeds as _feeds
+from . import output as _output
+from .collector import (
+    ID,
+    KEY,
+    LABELS,
+    TAGS,
+    Catalog,
+    Entry,
+    Found,
+    LazyList,
+    Workers,
+    code_fingerprint,
+    index_key,
+    is_published,
+    micros,
+    newest_first,
+    publication_window,
+    published_entries,
+    scan,
+    scan_signature,
+    walk,
+)
 from .config import Config
 from .content import ContentSettings
-from .feeds import FeedSettings, build_feed_files
-from .output import WriteReport, write_outputs
+from .errors import FeedError
+from .feeds import (
+    FeedSettings,
+    FeedSpec,
+    build_feed_files,
+    feed_fingerprint,
+    plan_groups,
+    render_discovery_page,
+    render_feed,
+    render_opml,
+)
+from .model import Article
+from .output import (
+    MANIFEST,
+    BuildState,
+    OutputFiles,
+    WriteReport,
+    load_state,
+    safe_target,
+    save_state,
+    stamp,
+    write_outputs,
+)
 
-INDEX_FILE = "index.pickle"
+INDEX_FILE = "index"  # the lean index; its record database is "index.db" beside it
 
 
 def content_settings(config: Config) -> ContentSettings:
@@ -39,30 +100,166 @@ def feed_settings(config: Config) -> FeedSettings:
 
 
 def load_catalog(config: Config, use_index: bool = True) -> Catalog:
+    """Scan the content folder (parsing in worker processes when many files changed)."""
     index = config.site.cache_dir / INDEX_FILE if use_index else None
-    return scan(config.site.content_dir, content_settings(config), index)
+    with Workers() as workers:
+        return scan(config.site.content_dir, content_settings(config), index, workers=workers)
 
 
 @dataclass(frozen=True)
 class BuildResult:
     catalog: Catalog
-    published: list[str]  # article ids, newest first
-    files: dict[str, bytes]
+    published: Sequence[str]  # article ids, newest first
+    files: Mapping[str, bytes]  # every output by relative path (kept ones read on demand)
     report: WriteReport
 
 
 def build(
-    config: Config, now: datetime, output_dir: Path | None = None, use_index: bool = True
+    config: Config,
+    now: datetime,
+    output_dir: Path | None = None,
+    use_index: bool = True,
+    workers: int | None = None,
 ) -> BuildResult:
     """Build every feed for `now`.
+
+    Args:
+        use_index: False parses every file and renders every feed (the reference path).
+        workers: processes for parsing and rendering; None uses every available CPU.
 
     Raises:
         FeedError: nothing is published, so there is nothing to build.
         OutputError: a file could not be written.
     """
-    catalog = load_catalog(config, use_index)
-    published = newest_first(a for a in catalog.articles if is_published(a, now))
-    files = build_feed_files(published, feed_settings(config), catalog.rendered)
-    report = write_outputs(output_dir or config.site.output_dir, files)
-    catalog.save_index()
-    return BuildResult(catalog, [a.id for a in published], files, report)
+    out = output_dir or config.site.output_dir
+    if not use_index:
+        catalog = scan(config.site.content_dir, content_settings(config))
+        published = newest_first(a for a in catalog.articles if is_published(a, now))
+        files = build_feed_files(published, feed_settings(config), catalog.rendered)
+        report = write_outputs(out, files)
+        return BuildResult(catalog, [a.id for a in published], files, report)
+    with Workers(workers) as pool:
+        return _indexed_build(config, now, out, pool)
+
+
+# --- the indexed build ---------------------------------------------------------------------------
+def _state_path(config: Config, out: Path) -> Path:
+    where = hashlib.blake2b(str(out.resolve()).encode(), digest_size=8).hexdigest()
+    return config.site.cache_dir / f"build-{where}.state"
+
+
+def _state_key(content: ContentSettings, feeds: FeedSettings, out: Path) -> bytes:
+    """Everything besides the articles that the output bytes depend on."""
+    code = code_fingerprint(_feeds, _output, _self)
+    libraries = f"feedgen {feedgen.version.version_str} lxml {lxml.etree.__version__}"
+    return b"|".join(
+        [index_key(content), f"{code}|{libraries}|{sys.version}|{feeds!r}|{out.resolve()}".encode()]
+    )
+
+
+def _indexed_build(config: Config, now: datetime, out: Path, workers: Workers) -> BuildResult:
+    site = config.site
+    content, feeds = content_settings(config), feed_settings(config)
+    index_path = site.cache_dir / INDEX_FILE
+    found = walk(site.content_dir)
+    state_path = _state_path(config, out)
+    key = _state_key(content, feeds, out)
+    state = load_state(state_path, key)
+    if state is not None and _still_valid(state, found, now, out):
+        return _unchanged(site.content_dir, content, index_path, found, state, out, now)
+
+    catalog = scan(site.content_dir, content, index_path, found=found, workers=workers)
+    try:
+        published = published_entries(catalog.entries, now)
+        if not published:
+            catalog.save_index()
+            raise FeedError("no published articles: nothing to put in a feed")
+        specs = plan_groups(published, feeds, itemgetter(LABELS), itemgetter(TAGS))
+        previous = state.outputs if state is not None else {}
+        fingerprints: dict[str, bytes] = {}
+        kept: list[str] = []
+        stale: list[tuple[FeedSpec[Entry], str, str]] = []
+        for spec in specs:
+            for fmt in feeds.formats:
+                rel = spec.path(fmt)
+                fingerprint = feed_fingerprint(spec, fmt, (e[KEY] for e in spec.articles))
+                fingerprints[rel] = fingerprint
+                before = previous.get(rel)
+                if (
+                    before is not None
+                    and before[0] == fingerprint
+                    and stamp(safe_target(out, rel)) == before[1]
+                ):
+                    kept.append(rel)
+                else:
+                    stale.append((spec, fmt, rel))
+        # Only the articles of feeds that changed are loaded, and their bodies rendered.
+        needed = {e[KEY]: e for spec, _, _ in stale for e in spec.articles}
+        catalog.prefetch(needed.values(), workers)
+        rendered: dict[str, bytes] = {}
+        full: dict[int, FeedSpec[Article]] = {}
+        for spec, fmt, rel in stale:
+            with_articles = full.get(id(spec))
+            if with_articles is None:
+                with_articles = spec.with_articles(catalog.article(e) for e in spec.articles)
+                full[id(spec)] = with_articles
+            rendered[rel] = render_feed(with_articles, fmt, feeds, catalog.rendered)
+        rendered["feeds.opml"] = render_opml(specs, feeds)
+        rendered["feeds.html"] = render_discovery_page(specs, feeds)
+        names = [*fingerprints, "feeds.opml", "feeds.html"]
+        report = write_outputs(out, rendered, unchanged=kept)
+        catalog.save_index()
+    except BaseException:
+        catalog.close()
+        raise
+
+    outputs: dict[str, tuple[bytes, tuple[int, int, int, int]]] = {}
+    for rel in [*names, MANIFEST]:
+        target = out / MANIFEST if rel == MANIFEST else safe_target(out, rel)
+        current = stamp(target)
+        if current is None:
+            continue
+        # opml, page and manifest are rendered every time; recorded only for the intact check
+        made_of = fingerprints.get(rel) or hashlib.blake2b(rendered.get(rel, b"")).digest()[:16]
+        outputs[rel] = (made_of, current)
+    save_state(
+        state_path,
+        key,
+        BuildState(
+            outputs=outputs,
+            inputs=scan_signature(found) if catalog.settled else None,
+            window=publication_window(catalog.entries, now),
+            articles=len(catalog.entries),
+            published=len(published),
+            problems=catalog.problems,
+        ),
+    )
+    ids = LazyList(len(published), lambda: [e[ID] for e in published])
+    return BuildResult(catalog, ids, OutputFiles(out, names, rendered), report)
+
+
+def _still_valid(state: BuildState, found: list[Found], now: datetime, out: Path) -> bool:
+    """No content file changed, `now` gives the same published set, and every output is as the
+    last build left it."""
+    if state.inputs is None or not state.window[0] <= micros(now) < state.window[1]:
+        return False
+    return state.inputs == scan_signature(found) and state.intact(out)
+
+
+def _unchanged(
+    root: Path,
+    content: ContentSettings,
+    index_path: Path,
+    found: list[Found],
+    state: BuildState,
+    out: Path,
+    now: datetime,
+) -> BuildResult:
+    """The result of a build that has nothing to do; the index is read only if asked for."""
+    catalog = Catalog.deferred(root, content, index_path, found, state.articles, state.problems)
+    published = LazyList(
+        state.published, lambda: [e[ID] for e in published_entries(catalog.entries, now)]
+    )
+    names = [rel for rel in state.outputs if rel != MANIFEST]
+    report = WriteReport(unchanged=sorted(names))
+    return BuildResult(catalog, published, OutputFiles(out, names, {}), report)

@@ -20,6 +20,7 @@ from .errors import RenderError
 from .message import MessageTemplate, make_message_id
 from .model import Article, RenderedBody
 from .output import write_atomic
+from .schedules import parse_schedule
 
 
 def digest_settings(config: Config) -> DigestSettings:
@@ -125,6 +126,13 @@ def message_template(
     )
 
 
+def period_of(config: Config, audience: AudienceConfig, moment: datetime) -> str:
+    """The period key of the issue that `moment` (local time) falls in: by the audience's
+    schedule (ISO week, day or month); an audience without a schedule is weekly."""
+    schedule = parse_schedule(audience.schedule or "mon 00:00")
+    return schedule.period_key(moment.astimezone(config.site.tz))
+
+
 def site_host(config: Config) -> str:
     return urlsplit(config.site.url).hostname or "localhost"
 
@@ -136,7 +144,7 @@ def write_preview(
     written atomically."""
     base = config.public_url
     unsubscribe = links.unsubscribe_url(base, SAMPLE_TOKEN)
-    view = links.view_url(base, 0, SAMPLE_TOKEN)
+    view = links.archive_url(config.site.url, audience.id, period_of(config, audience, now))
     html, text = personalize(digest, name=SAMPLE_NAME, unsubscribe_url=unsubscribe, view_url=view)
     eml = message_template(config, audience, digest).compose(
         to_email=SAMPLE_EMAIL,

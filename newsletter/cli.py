@@ -228,3 +228,14 @@ def _email_findings(config, catalog, now: datetime) -> list:  # type: ignore[no-
         )
         findings += found
     return findings
+
+
+def _register_mail_commands() -> None:
+    # cli_mail imports this module's helpers, so it is attached after they exist.
+    from .cli_mail import send, subscribers
+
+    main.add_command(subscribers)
+    main.add_command(send)
+
+
+_register_mail_commands()

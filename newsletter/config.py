@@ -326,6 +326,27 @@ SETTINGS: tuple[Setting, ...] = (
         "Deliveries claimed per batch; unsubscribes are re-checked before each batch.",
         _positive_int,
     ),
+    Setting(
+        "delivery",
+        "max_attempts",
+        3,
+        "Tries per message for temporary failures (4xx replies, dropped connections), with exponential backoff and jitter.",
+        _positive_int,
+    ),
+    Setting(
+        "delivery",
+        "retry_backoff",
+        1.0,
+        "Seconds before the second try; doubled for each further one.",
+        _non_negative_number,
+    ),
+    Setting(
+        "delivery",
+        "pause_after_failures",
+        10,
+        "Pause the issue (the rest stays queued for a rerun) after this many failed deliveries in a row.",
+        _positive_int,
+    ),
     Setting("delivery.smtp", "host", "localhost", "SMTP server host name.", _nonempty_str),
     Setting("delivery.smtp", "port", 587, "SMTP server port (587 STARTTLS, 465 implicit TLS).", _port),
     Setting(
@@ -521,6 +542,9 @@ class DeliveryConfig:
     transport: str
     outbox_dir: Path
     batch_size: int
+    max_attempts: int
+    retry_backoff: float
+    pause_after_failures: int
     smtp: SMTPConfig
 
 
@@ -640,6 +664,9 @@ def parse_config(raw: dict[str, Any], base_dir: Path, path: Path | None = None) 
             transport=delivery["transport"],
             outbox_dir=(base_dir / delivery["outbox_dir"]).resolve(),
             batch_size=delivery["batch_size"],
+            max_attempts=delivery["max_attempts"],
+            retry_backoff=delivery["retry_backoff"],
+            pause_after_failures=delivery["pause_after_failures"],
             smtp=smtp,
         ),
         store_url=store_url,

@@ -8,12 +8,14 @@ content typed `html` (never CDATA).
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from itertools import chain
+from typing import Any, Generic, TypeVar
 from xml.sax.saxutils import quoteattr
 
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
@@ -51,60 +53,136 @@ class FeedSettings:
     ttl: int = 0
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
-class FeedSpec:
-    """One logical feed (site-wide, a label or a tag), written in every configured format."""
+class FeedSpec(Generic[T]):
+    """One logical feed (site-wide, a label or a tag), written in every configured format.
+
+    Planned over full `Article`s, or over the index's lean entries (whose articles are then
+    loaded only for feeds that changed); `with_articles` swaps one for the other.
+    """
 
     kind: str  # "site", "label" or "tag"
     name: str  # the label or tag as written in the articles; "" for the site
     title: str
     directory: str  # relative to the output folder, "" or "labels/beslisser"
-    articles: tuple[Article, ...]
+    articles: tuple[T, ...]
 
     def path(self, fmt: str) -> str:
         return f"{self.directory}/{FORMAT_FILES[fmt]}" if self.directory else FORMAT_FILES[fmt]
 
+    def with_articles(self, articles: Iterable[Article]) -> FeedSpec[Article]:
+        return FeedSpec(self.kind, self.name, self.title, self.directory, tuple(articles))
+
 
 BodyRenderer = Callable[[Article], RenderedBody]
+NamesOf = Callable[[T], tuple[str, ...]]
 
 
-def plan_feeds(published: Sequence[Article], settings: FeedSettings) -> list[FeedSpec]:
+def _labels(article: Article) -> tuple[str, ...]:
+    return article.labels
+
+
+def _tags(article: Article) -> tuple[str, ...]:
+    return article.tags
+
+
+def plan_feeds(published: Sequence[Article], settings: FeedSettings) -> list[FeedSpec[Article]]:
     """Which feeds to write. `published` must already pass the publishing rule, newest first.
 
     Labels and tags are grouped by their slug, so `AI Hardware` and `ai hardware` share one feed;
     a name that slugifies to nothing (e.g. only punctuation) gets no feed.
     """
+    return plan_groups(published, settings, _labels, _tags)
+
+
+def plan_groups(
+    published: Sequence[T], settings: FeedSettings, labels_of: NamesOf[T], tags_of: NamesOf[T]
+) -> list[FeedSpec[T]]:
+    """`plan_feeds` for any kind of item, given how to read its labels and its tags."""
     limit = settings.max_items
     specs = [FeedSpec("site", "", settings.title, "", tuple(published[:limit]))]
-    for kind, folder, enabled in (
-        ("label", "labels", settings.per_label),
-        ("tag", "tags", settings.per_tag),
+    for kind, folder, names_of, enabled in (
+        ("label", "labels", labels_of, settings.per_label),
+        ("tag", "tags", tags_of, settings.per_tag),
     ):
         if not enabled:
             continue
-        groups: dict[str, list[Article]] = {}
-        names: dict[str, str] = {}
-        for article in published:
-            for name in article.labels if kind == "label" else article.tags:
-                slug = slugify(name)
-                if not slug:
-                    continue
-                group = groups.setdefault(slug, [])
-                if not group or group[-1] is not article:
-                    group.append(article)
-                # The name shown in titles: the smallest spelling, so it does not depend on order.
-                names[slug] = min(names.get(slug, name), name)
+        groups, slug_of = _group(published, names_of, limit)
+        # The name shown in titles: the smallest spelling, so it does not depend on order.
+        shown: dict[str, str] = {}
+        for name, slug in slug_of.items():
+            if slug:
+                shown[slug] = min(shown.get(slug, name), name)
         for slug in sorted(groups):
             specs.append(
                 FeedSpec(
                     kind,
-                    names[slug],
-                    f"{settings.title} – {names[slug]}",
+                    shown[slug],
+                    f"{settings.title} – {shown[slug]}",
                     f"{folder}/{slug}",
-                    tuple(groups[slug][:limit]),
+                    tuple(groups[slug]),
                 )
             )
     return specs
+
+
+def _group(
+    items: Sequence[T], names_of: NamesOf[T], limit: int
+) -> tuple[dict[str, list[T]], dict[str, str]]:
+    """The newest `limit` items per slug, and the slug of every name met.
+
+    Groups fill up within the newest few thousand of 100k items; after that the rest is only
+    searched (at C speed) for names not met yet, and grouping resumes where one first appears.
+    """
+    groups: dict[str, list[T]] = {}
+    slug_of: dict[str, str] = {}  # slugify once per distinct spelling
+    open_groups = 0  # groups holding fewer than `limit` items
+    count = len(items)
+    start = 0
+    while start < count:
+        position = start
+        while position < count:
+            item = items[position]
+            position += 1
+            for name in names_of(item):
+                slug = slug_of.get(name)
+                if slug is None:
+                    slug = slug_of[name] = slugify(name)
+                if not slug:
+                    continue
+                group = groups.get(slug)
+                if group is None:
+                    group = groups[slug] = []
+                    open_groups += 1
+                # `group[-1]` guards against one item carrying two spellings of one slug.
+                if len(group) < limit and (not group or group[-1] is not item):
+                    group.append(item)
+                    if len(group) == limit:
+                        open_groups -= 1
+            if not open_groups:
+                break
+        rest = items[position:]
+        unseen = set(chain.from_iterable(map(names_of, rest))).difference(slug_of)
+        if not unseen:
+            break
+        start = next(
+            i for i, item in enumerate(rest, position) if not unseen.isdisjoint(names_of(item))
+        )
+    return groups, slug_of
+
+
+def feed_fingerprint(spec: FeedSpec[Any], fmt: str, item_versions: Iterable[bytes]) -> bytes:
+    """What one feed file is made of, apart from the settings and the code: its place and title
+    and the exact version of every item, in order. Equal fingerprints give equal bytes."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr((spec.kind, spec.name, spec.title, spec.directory, fmt)).encode())
+    for version in item_versions:
+        digest.update(len(version).to_bytes(4, "big"))
+        digest.update(version)
+    return digest.digest()
 
 
 def build_feed_files(
@@ -123,11 +201,11 @@ def build_feed_files(
     return files
 
 
-def feed_url(settings: FeedSettings, spec: FeedSpec, fmt: str) -> str:
+def feed_url(settings: FeedSettings, spec: FeedSpec[Any], fmt: str) -> str:
     return f"{settings.site_url}/{spec.path(fmt)}"
 
 
-def render_feed(spec: FeedSpec, fmt: str, settings: FeedSettings, render: BodyRenderer) -> bytes:
+def render_feed(spec: FeedSpec[Article], fmt: str, settings: FeedSettings, render: BodyRenderer) -> bytes:
     """One feed in one format, as bytes."""
     if fmt == "json":
         return _json_feed(spec, settings, render)
@@ -136,7 +214,7 @@ def render_feed(spec: FeedSpec, fmt: str, settings: FeedSettings, render: BodyRe
     return _xml_feed(spec, fmt, settings, render)
 
 
-def _newest(spec: FeedSpec) -> datetime:
+def _newest(spec: FeedSpec[Article]) -> datetime:
     # The feed changes when its content changes, not when it is built (RSS-07, FG-03).
     return max(a.updated for a in spec.articles)
 
@@ -212,7 +290,7 @@ class _MediaEntryExt(BaseEntryExtension):  # type: ignore[misc]
         return entry
 
 
-def _xml_feed(spec: FeedSpec, fmt: str, settings: FeedSettings, render: BodyRenderer) -> bytes:
+def _xml_feed(spec: FeedSpec[Article], fmt: str, settings: FeedSettings, render: BodyRenderer) -> bytes:
     fg = FeedGenerator()
     fg.load_extension("dc")
     fg.register_extension("newsletter_media", _MediaFeedExt, _MediaEntryExt)
@@ -266,7 +344,7 @@ def _xml_feed(spec: FeedSpec, fmt: str, settings: FeedSettings, render: BodyRend
     return data
 
 
-def _json_feed(spec: FeedSpec, settings: FeedSettings, render: BodyRenderer) -> bytes:
+def _json_feed(spec: FeedSpec[Article], settings: FeedSettings, render: BodyRenderer) -> bytes:
     author: dict[str, str] = {"name": settings.author or settings.title}
     feed: dict[str, Any] = {
         "version": "https://jsonfeed.org/version/1.1",
@@ -318,7 +396,7 @@ def _rfc3339(moment: datetime) -> str:
 
 
 def _feed_links(
-    specs: Sequence[FeedSpec], settings: FeedSettings
+    specs: Sequence[FeedSpec[Any]], settings: FeedSettings
 ) -> list[tuple[str, str, str, str]]:
     """(format, MIME type, title, absolute URL) for every feed file, in a stable order."""
     return [
@@ -333,7 +411,7 @@ def _feed_links(
     ]
 
 
-def render_opml(specs: Sequence[FeedSpec], settings: FeedSettings) -> bytes:
+def render_opml(specs: Sequence[FeedSpec[Any]], settings: FeedSettings) -> bytes:
     """OPML 2.0 subscription list of every feed, grouped site / labels / tags."""
     home = settings.site_url + "/"
     lines = [
@@ -362,7 +440,7 @@ def render_opml(specs: Sequence[FeedSpec], settings: FeedSettings) -> bytes:
     return "\n".join(lines).encode("utf-8")
 
 
-def render_discovery_page(specs: Sequence[FeedSpec], settings: FeedSettings) -> bytes:
+def render_discovery_page(specs: Sequence[FeedSpec[Any]], settings: FeedSettings) -> bytes:
     """A small HTML page whose head advertises every feed (RSS autodiscovery) and lists them."""
     esc = html.escape
     head_links = "\n".join(
@@ -392,3 +470,37 @@ def render_discovery_page(specs: Sequence[FeedSpec], settings: FeedSettings) -> 
 </html>
 """
     return page.encode("utf-8")
+
+
+def render_archive_feed(
+    *,
+    title: str,
+    description: str,
+    language: str,
+    home_url: str,
+    feed_url: str,
+    entries: Sequence[tuple[str, str, str, datetime]],
+    updated: datetime,
+) -> bytes:
+    """RSS 2.0 of an audience's past issues: (url, subject, preheader, sent_at), newest first."""
+    fg = FeedGenerator()
+    fg.id(feed_url)
+    fg.title(title)
+    fg.description(description)
+    fg.language(language)
+    fg.generator(GENERATOR)
+    fg.link(href=feed_url, rel="self", type=FORMAT_TYPES["rss"])  # self first, home last (FG-05)
+    fg.link(href=home_url, rel="alternate", type="text/html")
+    fg.lastBuildDate(updated)
+    for url, subject, preheader, sent_at in entries:
+        fe = fg.add_entry(order="append")
+        fe.id(url)
+        fe.guid(url, permalink=True)
+        fe.title(subject)
+        fe.link(href=url)
+        fe.published(sent_at)
+        fe.updated(sent_at)
+        if preheader:
+            fe.summary(html.escape(preheader, quote=False), type="html")
+    data: bytes = fg.rss_str(pretty=True)
+    return data

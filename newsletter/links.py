@@ -9,7 +9,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 UNSUBSCRIBE = "/unsubscribe/{token}"  # GET: confirm page; POST: RFC 8058 one-click
-VIEW = "/view/{issue_id}/{token}"
+ARCHIVE = "/archive/{audience_id}/{period}.html"  # the view-in-browser target, no personal data
 PREFERENCES = "/preferences/{token}"
 CONFIRM = "/confirm/{token}"
 
@@ -18,8 +18,9 @@ def unsubscribe_url(base: str, token: str) -> str:
     return base + UNSUBSCRIBE.format(token=token)
 
 
-def view_url(base: str, issue_id: int, token: str) -> str:
-    return base + VIEW.format(issue_id=issue_id, token=token)
+def archive_url(site_url: str, audience_id: str, period: str) -> str:
+    """The issue's public archive page, which is also its view-in-browser link."""
+    return site_url + ARCHIVE.format(audience_id=audience_id, period=period)
 
 
 def preferences_url(base: str, token: str) -> str:

@@ -355,7 +355,7 @@ _ISSUE_NEXT: dict[str, set[str]] = {  # allowed issue status transitions (same -
     "sending": {"sent", "failed"},
     "failed": {"sending"},
     "skipped": set(),
-    "sent": set(),
+    "sent": {"sending"},  # re-opened by an operator's --retry-unknown
 }
 _REQUEUEABLE = ("sending", "unknown", "failed")
 
@@ -954,6 +954,60 @@ class Store:
             if row["status"] == status and row["message_id"] == values.get("message_id", row["message_id"]):
                 return  # a repeated call
             raise StateError("delivery", delivery_id, row["status"], f"only a claimed delivery can become {status!r}")
+
+    def finish_many(
+        self, outcomes: Sequence[tuple[int, str, str, str]], now: datetime
+    ) -> None:
+        """Record many claimed deliveries' outcomes in ONE transaction: (delivery_id, status,
+        message_id, error) with status "sent", "failed" or "unknown". Like the single-row
+        ``mark_*`` methods, only rows still in "sending" change (a repeat is a no-op)."""
+        _aware(now)
+        if not outcomes:
+            return
+        wrong = {status for _, status, _, _ in outcomes} - {"sent", "failed", "unknown"}
+        if wrong:
+            raise ValueError(f"finish_many: unknown outcome {sorted(wrong)}")
+        d = deliveries_t
+        statement = (
+            sa.update(d)
+            .where(d.c.id == sa.bindparam("b_id"), d.c.status == "sending")
+            .values(
+                status=sa.bindparam("b_status"),
+                message_id=sa.bindparam("b_message_id"),
+                last_error=sa.bindparam("b_error"),
+                sent_at=sa.bindparam("b_sent_at"),
+                updated_at=now,
+            )
+        )
+        rows = [
+            {
+                "b_id": delivery_id,
+                "b_status": status,
+                "b_message_id": message_id,
+                "b_error": error,
+                "b_sent_at": now if status == "sent" else None,
+            }
+            for delivery_id, status, message_id, error in outcomes
+        ]
+        with self._tx() as conn:
+            conn.execute(statement, rows)
+
+    def release(self, delivery_ids: Sequence[int], now: datetime) -> int:
+        """Give claimed deliveries that were never attempted (a pause or a stop came first) back
+        to the queue, undoing the claim's attempt count. Only rows in "sending" change."""
+        _aware(now)
+        d = deliveries_t
+        count = 0
+        with self._tx() as conn:
+            for start in range(0, len(delivery_ids), _CHUNK):
+                chunk = list(delivery_ids[start : start + _CHUNK])
+                count += conn.execute(
+                    sa.update(d)
+                    .where(d.c.id.in_(chunk), d.c.status == "sending")
+                    .values(status="queued", attempts=d.c.attempts - 1, updated_at=now),
+                    execution_options=_ROWCOUNT,
+                ).rowcount
+        return int(count)
 
     def requeue(
         self, issue_id: int, now: datetime, statuses: Sequence[str] = ("unknown", "sending")

@@ -1,0 +1,410 @@
+"""Send one audience's issue for one period: resumable, at most once per subscriber.
+
+The ledger (`store.py`) carries the guarantees: an issue is UNIQUE per (audience, period), a
+delivery UNIQUE per (issue, subscriber). A delivery is claimed as "sending" (committed) before
+the transport sees it and marked "sent", "failed" or "unknown" after, so a crash leaves at most
+one batch in "sending"; the next run (holding the issue's lease, so nobody else is sending it)
+marks those "unknown" and never re-sends them unless asked to (`retry_unknown`).
+
+The digest is rendered and inlined once, when the issue is created, and stored with it; a resumed
+issue sends exactly the stored HTML and text. Per subscriber only the message skeleton is filled in
+(`message.MessageTemplate`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from . import links
+from .campaign import (
+    IssuePlan,
+    digest_settings,
+    message_template,
+    plan_issue,
+    render_issue,
+    site_host,
+)
+from .config import AudienceConfig, Config
+from .delivery import Transport
+from .digest import RenderedDigest
+from .emailqa import check_digest
+from .errors import DeliveryError, NewsletterError
+from .message import MessageTemplate, make_message_id
+from .model import Article, Delivery, Issue, RenderedBody
+from .store import Store
+from .tokens import make_token
+
+log = logging.getLogger(__name__)
+
+_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_DEFAULT_NAMES = {"nl": "lezer", "en": "reader"}
+
+
+class SendError(NewsletterError):
+    """The issue cannot be sent (empty when that is an error, a QA failure, a busy lease)."""
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    batch_size: int = 200  # deliveries claimed at once: also the most that can end "unknown"
+    max_attempts: int = 3  # tries per message for transient failures (4xx, dropped connection)
+    backoff: float = 1.0  # seconds before the 2nd try; doubled each time, with jitter
+    max_consecutive_failures: int = 10  # then the issue pauses (the rest stays queued)
+    lease_seconds: float = 300.0  # renewed every batch; a crashed sender's lease expires
+    retry_unknown: bool = False  # requeue "unknown" deliveries (may send those twice)
+
+
+@dataclass
+class SendReport:
+    audience_id: str
+    period: str
+    status: str  # "sent", "skipped", "paused", "stopped", "busy", "already sent"
+    issue_id: int | None = None
+    subject: str = ""
+    articles: int = 0
+    counts: dict[str, int] = field(default_factory=dict)  # deliveries per status
+    message: str = ""  # why it paused / was skipped / is busy
+    marked_unknown: int = 0  # "sending" rows found from a crashed run, now "unknown"
+
+    @property
+    def recipients(self) -> int:
+        return sum(self.counts.values())
+
+
+Progress = Callable[[int, int], None]  # (finished deliveries so far, all deliveries)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    delivery: Delivery
+    status: str  # "sent", "failed", "unknown", "released" (never attempted)
+    message_id: str = ""
+    error: str = ""
+    pause: str = ""  # non-empty: stop the issue (policy block), with this reason
+    suppress: bool = False  # the mailbox does not exist (5.1.x): suppress the address
+
+
+def prepare_issue(
+    config: Config,
+    audience: AudienceConfig,
+    period: str,
+    end: datetime,
+    store: Store,
+    articles: Sequence[Article],
+    body: Callable[[Article], RenderedBody],
+    now: datetime,
+) -> tuple[Issue | None, IssuePlan | None]:
+    """The issue of (audience, period), created and rendered if it does not exist yet.
+
+    Its articles are those published after the previous sent (or skipped) issue's end, up to
+    `end` (the scheduled fire time, or now for a send by hand). Returns (None, plan) when the
+    issue would be empty; nothing is stored then.
+
+    Raises:
+        SendError: the digest fails the email QA (each error listed).
+        RenderError: a template fails.
+    """
+    issue = store.get_issue(audience.id, period)
+    if issue is not None and (issue.html or issue.status != "draft"):
+        return issue, None
+    previous = store.last_issue(audience.id, statuses=("sent", "skipped"))
+    since = previous.window_end if previous is not None else None
+    plan = plan_issue(audience, articles, end, since)
+    if plan.empty:
+        return None, plan
+    digest = render_issue(plan, body, digest_settings(config))
+    errors = [f for f in check_digest(digest) if f.level == "error"]
+    if errors:
+        raise SendError(
+            f"audience '{audience.id}' {period}: the digest fails the email checks:\n  "
+            + "\n  ".join(str(f) for f in errors)
+        )
+    issue, _ = store.create_issue(
+        audience.id, period, plan.period_start, plan.period_end, now, digest.subject, digest.preheader
+    )
+    if issue.status == "draft" and not issue.html:
+        issue = store.save_rendered(
+            issue.id, digest.subject, digest.preheader, digest.html, digest.text, digest.article_ids
+        )
+    return issue, plan
+
+
+def skip_issue(
+    audience: AudienceConfig, period: str, plan: IssuePlan, store: Store, now: datetime
+) -> Issue:
+    """Record an empty issue as skipped, so the schedule and `plan` see it was handled."""
+    issue, _ = store.create_issue(audience.id, period, plan.period_start, plan.period_end, now)
+    return store.set_issue_status(issue.id, "skipped", now)
+
+
+def stored_digest(config: Config, issue: Issue) -> RenderedDigest:
+    language = "en" if config.site.language.lower().startswith("en") else "nl"
+    return RenderedDigest(
+        audience_id=issue.audience_id,
+        subject=issue.subject,
+        preheader=issue.preheader,
+        html=issue.html,
+        text=issue.text,
+        article_ids=issue.article_ids,
+        default_name=_DEFAULT_NAMES[language],
+    )
+
+
+class Personalizer:
+    """Turns one delivery into its message bytes: tokens, links and the pre-encoded skeleton."""
+
+    def __init__(
+        self, config: Config, issue: Issue, template: MessageTemplate, key: bytes | None
+    ) -> None:
+        self._config = config
+        self._issue = issue
+        self._template = template
+        self._key = key
+        self._host = site_host(config)
+        self._view = links.archive_url(config.site.url, issue.audience_id, issue.period)
+
+    def token(self, subscriber_id: int) -> str:
+        if self._key is None:
+            return "TEST"  # a --test-to message: the links show their shape only
+        # issued_at is the issue's creation, so a resumed send builds byte-identical messages
+        return make_token(
+            self._key, subscriber_id, self._issue.audience_id, "unsubscribe", self._issue.created_at
+        )
+
+    def message_id(self, subscriber_id: int) -> str:
+        return make_message_id(self._issue.id, subscriber_id, self._host)
+
+    def compose(self, subscriber_id: int, email: str, name: str, date: datetime) -> bytes:
+        token = self.token(subscriber_id)
+        base = self._config.public_url
+        return self._template.compose(
+            to_email=email,
+            to_name=name,
+            message_id=self.message_id(subscriber_id),
+            date=date,
+            unsubscribe_url=links.unsubscribe_url(base, token),
+            unsubscribe_mailto=links.unsubscribe_mailto(self._config.email.unsubscribe_mailto, token),
+            view_url=self._view,
+        )
+
+
+def send_issue(
+    config: Config,
+    issue: Issue,
+    store: Store,
+    transport: Transport,
+    key: bytes,
+    options: SendOptions,
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SendReport:
+    """Deliver a prepared issue to its frozen recipients; resumes where a previous run stopped.
+
+    Returns a report whose status is "sent" (queue empty), "paused" (policy block or too many
+    failures in a row; the rest stays queued for a rerun), "stopped" (the stop event was set) or
+    "busy" (another process holds the issue's lease).
+    """
+    audience = config.audience(issue.audience_id)
+    report = SendReport(audience.id, issue.period, "sent", issue.id, issue.subject, len(issue.article_ids))
+    if issue.status in ("sent", "skipped") and not (
+        options.retry_unknown and issue.status == "sent"
+    ):
+        report.status = "already sent" if issue.status == "sent" else "skipped"
+        report.counts = store.delivery_counts(issue.id)
+        return report
+    lease = f"issue:{issue.id}"
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    if not store.acquire_lease(lease, owner, options.lease_seconds, clock()):
+        report.status = "busy"
+        report.message = f"issue {issue.id} is being sent by another process"
+        report.counts = store.delivery_counts(issue.id)
+        return report
+    try:
+        return _send_locked(
+            config, audience, issue, store, transport, key, options, report, lease, owner,
+            clock, progress, stop, sleep,
+        )
+    finally:
+        store.release_lease(lease, owner)
+
+
+def _send_locked(
+    config: Config,
+    audience: AudienceConfig,
+    issue: Issue,
+    store: Store,
+    transport: Transport,
+    key: bytes,
+    options: SendOptions,
+    report: SendReport,
+    lease: str,
+    owner: str,
+    clock: Callable[[], datetime],
+    progress: Progress | None,
+    stop: threading.Event | None,
+    sleep: Callable[[float], None],
+) -> SendReport:
+    # We hold the lease: a delivery still "sending" belongs to a run that died mid-batch.
+    for stale in store.stale_sending(issue.id):
+        store.mark_unknown(stale.id, "the sending process stopped before recording the result", clock())
+        report.marked_unknown += 1
+    if report.marked_unknown:
+        log.warning(
+            "%s %s: %d deliveries left 'sending' by an interrupted run are now 'unknown'",
+            audience.id, issue.period, report.marked_unknown,
+        )
+    if issue.status == "sent":  # --retry-unknown on a finished issue re-opens it
+        if not store.delivery_counts(issue.id)["unknown"]:
+            report.status = "already sent"
+            report.counts = store.delivery_counts(issue.id)
+            return report
+    if options.retry_unknown:
+        store.requeue(issue.id, clock(), statuses=("unknown",))
+    issue = store.set_issue_status(issue.id, "sending", clock())
+    store.freeze_recipients(issue.id, audience.id, clock())
+
+    template = message_template(config, audience, stored_digest(config, issue))
+    personalizer = Personalizer(config, issue, template, key)
+    sender = template.sender_address
+    counts = store.delivery_counts(issue.id)
+    total = sum(counts.values())
+    done = total - counts["queued"]
+    if progress:
+        progress(done, total)
+    workers = max(1, transport.parallelism)
+    consecutive = 0
+    pause = ""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send") as pool:
+        while not pause and not (stop and stop.is_set()):
+            if not store.acquire_lease(lease, owner, options.lease_seconds, clock()):
+                pause = "lost the issue's lease to another process"
+                break
+            batch = store.claim_batch(issue.id, options.batch_size, clock())
+            if not batch:
+                break
+            halt = threading.Event()  # set: workers stop starting new messages
+            futures: set[Future[_Outcome]] = {
+                pool.submit(
+                    _deliver, personalizer, transport, sender, delivery, options, clock,
+                    halt, stop, sleep,
+                )
+                for delivery in batch
+            }
+            outcomes: list[_Outcome] = []
+            while futures:
+                finished, futures = wait(futures, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    outcome = future.result()
+                    outcomes.append(outcome)
+                    if outcome.status in ("failed", "unknown"):
+                        consecutive += 1
+                    elif outcome.status == "sent":
+                        consecutive = 0
+                    if outcome.pause and not pause:
+                        pause = outcome.pause
+                    elif consecutive >= options.max_consecutive_failures and not pause:
+                        pause = (
+                            f"{consecutive} deliveries failed in a row; last: {outcome.error}"
+                        )
+                    if pause:
+                        halt.set()
+            _record(store, outcomes, clock())
+            done += sum(1 for o in outcomes if o.status != "released")
+            if progress:
+                progress(done, total)
+    report.counts = store.delivery_counts(issue.id)
+    if pause:
+        report.status = "paused"
+        report.message = pause
+        log.error("%s %s paused: %s", audience.id, issue.period, pause)
+    elif stop and stop.is_set() and report.counts["queued"]:
+        report.status = "stopped"
+    elif report.counts["queued"] == 0 and report.counts["sending"] == 0:
+        store.set_issue_status(issue.id, "sent", clock())
+        report.status = "sent"
+    return report
+
+
+def _record(store: Store, outcomes: Sequence[_Outcome], now: datetime) -> None:
+    finished = [
+        (o.delivery.id, o.status, o.message_id, o.error)
+        for o in outcomes
+        if o.status in ("sent", "failed", "unknown")
+    ]
+    store.finish_many(finished, now)
+    released = [o.delivery.id for o in outcomes if o.status == "released"]
+    if released:
+        store.release(released, now)
+    for outcome in outcomes:
+        if outcome.suppress:
+            store.suppress(outcome.delivery.email, f"bounced: {outcome.error}", now)
+
+
+def _deliver(
+    personalizer: Personalizer,
+    transport: Transport,
+    sender: str,
+    delivery: Delivery,
+    options: SendOptions,
+    clock: Callable[[], datetime],
+    halt: threading.Event,
+    stop: threading.Event | None,
+    sleep: Callable[[float], None],
+) -> _Outcome:
+    """One message: compose, send, retry transient failures with backoff. Runs in a worker."""
+    if halt.is_set() or (stop is not None and stop.is_set()):
+        return _Outcome(delivery, "released")
+    message_id = personalizer.message_id(delivery.subscriber_id)
+    try:
+        message = personalizer.compose(delivery.subscriber_id, delivery.email, delivery.name, clock())
+    except ValueError as exc:  # a name or address that cannot go into a header
+        return _Outcome(delivery, "failed", message_id, f"cannot compose: {exc}")
+    send = transport.send
+    for attempt in range(1, options.max_attempts + 1):
+        try:
+            send(sender, delivery.email, message, message_id)
+            return _Outcome(delivery, "sent", message_id)
+        except DeliveryError as exc:
+            error = exc.message + (f" (SMTP {exc.code})" if exc.code else "")
+            kind = exc.kind
+            if kind == "unknown":
+                return _Outcome(delivery, "unknown", message_id, error)
+            if kind == "permanent":
+                enhanced = _ENHANCED.search(exc.message)
+                klass = enhanced.group(2) if enhanced else ""
+                if klass == "7":  # policy: our sending is blocked; more mail makes it worse
+                    pause = f"policy rejection for {delivery.email}: {error}"
+                    return _Outcome(delivery, "failed", message_id, error, pause=pause)
+                return _Outcome(delivery, "failed", message_id, error, suppress=klass == "1")
+            if attempt == options.max_attempts or halt.is_set():
+                error = f"gave up after {attempt} tries: {error}"
+                return _Outcome(delivery, "failed", message_id, error)
+            # exponential backoff with full jitter, so parallel workers do not retry in step
+            sleep(random.uniform(0, options.backoff * 2 ** (attempt - 1)))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+__all__ = [
+    "Personalizer",
+    "SendError",
+    "SendOptions",
+    "SendReport",
+    "prepare_issue",
+    "send_issue",
+    "skip_issue",
+    "stored_digest",
+]
