@@ -515,8 +515,15 @@ def test_issue_status_transitions(store: Store) -> None:
     assert retry.started_at == NOW and retry.finished_at is None  # the first start is kept
     sent = store.set_issue_status(issue.id, "sent", NOW + timedelta(hours=3))
     assert sent.status == "sent" and sent.finished_at == NOW + timedelta(hours=3)
+    with pytest.raises(StateError, match="cannot become 'draft'"):
+        store.set_issue_status(issue.id, "draft", NOW)
+    # an operator's --retry-unknown re-opens a sent issue; its first start is still kept
+    reopened = store.set_issue_status(issue.id, "sending", NOW + timedelta(hours=4))
+    assert reopened.started_at == NOW and reopened.finished_at is None
+    skipped = new_issue(store, "b", "2026-W49")
+    store.set_issue_status(skipped.id, "skipped", NOW)
     with pytest.raises(StateError, match="cannot become 'sending'"):
-        store.set_issue_status(issue.id, "sending", NOW)
+        store.set_issue_status(skipped.id, "sending", NOW)
     with pytest.raises(ValueError):
         store.set_issue_status(issue.id, "done", NOW)
     with pytest.raises(NotFoundError):
@@ -668,6 +675,26 @@ def test_stale_sending_and_operator_requeue(store: Store) -> None:
     again = store.claim_batch(issue.id, 10, NOW + timedelta(hours=1))
     assert [(x.id, x.attempts) for x in again] == [(first.id, 2), (second.id, 2), (third.id, 2)]
     assert again[0].last_error == "timeout"  # the history stays visible
+
+
+def test_finish_many_and_release(store: Store) -> None:
+    add_many(store, 5)
+    issue = new_issue(store)
+    store.freeze_recipients(issue.id, "beslissers", NOW)
+    a, b, c, d, e = store.claim_batch(issue.id, 5, NOW)
+    later = NOW + timedelta(seconds=5)
+    store.finish_many([(a.id, "sent", "<a@x>", ""), (b.id, "failed", "<b@x>", "550 no"),
+                       (c.id, "unknown", "<c@x>", "dropped")], later)
+    store.finish_many([(a.id, "failed", "", "too late")], later)  # a finished row stays finished
+    with pytest.raises(ValueError, match="unknown outcome"):
+        store.finish_many([(d.id, "queued", "", "")], later)
+    assert store.release([d.id, e.id, a.id], later) == 2  # only rows still "sending"
+    by_id = {x.id: x for x in store.list_deliveries(issue.id)}
+    assert (by_id[a.id].status, by_id[a.id].message_id, by_id[a.id].sent_at) == ("sent", "<a@x>", later)
+    assert (by_id[b.id].status, by_id[b.id].last_error) == ("failed", "550 no")
+    assert by_id[c.id].status == "unknown" and by_id[c.id].sent_at is None
+    assert (by_id[d.id].status, by_id[d.id].attempts) == ("queued", 0)  # never attempted
+    assert [x.id for x in store.claim_batch(issue.id, 5, later)] == [d.id, e.id]
 
 
 # --- leases -------------------------------------------------------------------------------------
