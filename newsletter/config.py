@@ -184,6 +184,14 @@ def _optional_url(path: str, value: Any) -> str:
     return _site_url(path, value) if _str(path, value) else ""
 
 
+def _duration(path: str, value: Any) -> timedelta:
+    match = re.fullmatch(r"\s*(\d+)\s*([mhd])\s*", value) if isinstance(value, str) else None
+    if not match or int(match.group(1)) == 0:
+        raise ConfigError(path, "must be a duration such as '30m', '3h' or '1d'", value)
+    unit = {"m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return timedelta(**{unit: int(match.group(1))})
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "site", "title", _REQUIRED, "Name of the publication; feed and OPML title.", _nonempty_str
@@ -399,6 +407,43 @@ SETTINGS: tuple[Setting, ...] = (
         "Database of subscribers, issues and deliveries: a SQLite file (a relative path is relative to config.toml) or a `postgresql://` URL.",
         _store_url,
     ),
+    Setting("web", "host", "127.0.0.1", "Address `newsletter serve` listens on.", _nonempty_str),
+    Setting("web", "port", 8080, "Port `newsletter serve` listens on.", _port),
+    Setting(
+        "web",
+        "preview_user",
+        "redactie",
+        "User name for the editors' preview pages (HTTP Basic over HTTPS in production).",
+        _nonempty_str,
+    ),
+    Setting(
+        "web",
+        "preview_password_env",
+        "NEWSLETTER_PREVIEW_PASSWORD",
+        "Name of the environment variable holding the preview password; unset: the preview is closed.",
+        _env_name,
+    ),
+    Setting(
+        "web",
+        "confirm_hours",
+        48,
+        "Hours a double opt-in confirmation link stays valid.",
+        _positive_int,
+    ),
+    Setting(
+        "web",
+        "subscribe_limit",
+        5,
+        "Subscribe requests allowed per client address per 10 minutes.",
+        _positive_int,
+    ),
+    Setting(
+        "schedule",
+        "misfire_grace",
+        "3h",
+        "How late a scheduled send may still start (after downtime): `30m`, `3h`, `1d`. A run missed by more is not sent automatically but shown by `newsletter plan`.",
+        _duration,
+    ),
     Setting(
         "web",
         "public_url",
@@ -549,6 +594,16 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    preview_user: str = "redactie"
+    preview_password_env: str = "NEWSLETTER_PREVIEW_PASSWORD"
+    confirm_hours: int = 48
+    subscribe_limit: int = 5
+
+
+@dataclass(frozen=True)
 class AudienceConfig:
     id: str
     title: str
@@ -576,6 +631,8 @@ class Config:
     delivery: DeliveryConfig
     store_url: str
     public_url: str  # base of the links in mails (web.public_url, else site.url)
+    web: WebConfig
+    misfire_grace: timedelta
     audiences: tuple[AudienceConfig, ...] = field(default=())
 
     def audience(self, audience_id: str) -> AudienceConfig:
@@ -671,6 +728,8 @@ def parse_config(raw: dict[str, Any], base_dir: Path, path: Path | None = None) 
         ),
         store_url=store_url,
         public_url=values["web"]["public_url"] or site_config.url,
+        web=WebConfig(**{k: v for k, v in values["web"].items() if k != "public_url"}),
+        misfire_grace=values["schedule"]["misfire_grace"],
         audiences=_audiences(raw.get("audiences", [])),
     )
 
