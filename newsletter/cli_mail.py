@@ -24,13 +24,13 @@ from .cli import (
     parse_now,
 )
 from .errors import ConfigError, NewsletterError
+from .services import make_transport
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from .collector import Catalog
     from .config import AudienceConfig, Config
-    from .delivery import Transport
     from .sending import SendReport
     from .store import Store
 
@@ -55,37 +55,6 @@ def open_store(config: Config) -> Iterator[Store]:
         yield store
     finally:
         store.close()
-
-
-def make_transport(config: Config) -> Transport:
-    """The configured transport; SMTP credentials come from the named environment variables."""
-    import os
-
-    from .delivery import make_transport as build
-
-    delivery = config.delivery
-    if delivery.transport == "outbox":
-        return build("outbox", outbox_dir=delivery.outbox_dir)
-    smtp = delivery.smtp
-    credentials: dict[str, str | None] = {"username": None, "password": None}
-    for key, env in (("username", smtp.username_env), ("password", smtp.password_env)):
-        if env:
-            value = os.environ.get(env)
-            if not value:
-                raise ConfigError(f"delivery.smtp.{key}_env", f"environment variable {env} is not set")
-            credentials[key] = value
-    return build(
-        "smtp",
-        host=smtp.host,
-        port=smtp.port,
-        starttls=smtp.starttls,
-        ssl=smtp.ssl,
-        timeout=smtp.timeout,
-        connections=smtp.connections,
-        rate=smtp.rate,
-        username=credentials["username"],
-        password=credentials["password"],
-    )
 
 
 def _audience(config: Config, audience_id: str) -> AudienceConfig:
