@@ -312,49 +312,24 @@ def _send_real(
     catalog: Catalog,
     retry_unknown: bool,
 ) -> SendReport:
-    from .sending import SendOptions, SendReport, prepare_issue, send_issue, skip_issue
+    from .sending import deliver_period, options_from
     from .tokens import secret_key_from_env
 
     try:
         key = secret_key_from_env()
-        issue, plan = prepare_issue(config, audience, period, now, store, catalog.articles, catalog.rendered, now)
-    except ConfigError as exc:
-        _fail(str(exc), EXIT_CONFIG)
-    except NewsletterError as exc:
-        _fail(str(exc))
-    if issue is None:
-        assert plan is not None
-        if not audience.skip_if_empty:
-            _fail(f"{audience.id} {period}: no articles published between {plan.period_start.isoformat()} and {plan.period_end.isoformat()} (skip_if_empty = false)")
-        skip_issue(audience, period, plan, store, now)
-        return SendReport(audience.id, period, "skipped", message="no new articles")
-    options = SendOptions(
-        batch_size=config.delivery.batch_size,
-        max_attempts=config.delivery.max_attempts,
-        backoff=config.delivery.retry_backoff,
-        max_consecutive_failures=config.delivery.pause_after_failures,
-        retry_unknown=retry_unknown,
-    )
-    try:
-        transport = make_transport(config)
+        make_transport(config).close()  # a missing SMTP credential is a config error up front
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
     stop = threading.Event()
     try:
         with _progress_bar(f"{audience.id} {period}") as progress, _stop_on_signals(stop):
-            return send_issue(config, issue, store, transport, key, options, progress=progress, stop=stop)
-    finally:
-        transport.close()
-        _publish_archive(config, store, audience.id)
-
-
-def _publish_archive(config: Config, store: Store, audience_id: str) -> None:
-    from .archive import write_archive
-
-    try:
-        write_archive(config, store, audience_id)
+            return deliver_period(
+                config, audience, period, now, store, catalog.articles, catalog.rendered, key,
+                options_from(config, retry_unknown=retry_unknown), lambda: make_transport(config),
+                now=now, progress=progress, stop=stop,
+            )
     except NewsletterError as exc:
-        click.echo(f"warning: archive not updated: {exc}", err=True)
+        _fail(str(exc))
 
 
 @contextmanager

@@ -209,40 +209,9 @@ def render_digest(
     locale = _locale(settings.language)
     strings = _STRINGS["en" if settings.language.lower().startswith("en") else "nl"]
 
-    first_day = period_start.astimezone(tz).date()
-    last_day = _last_day(period_end.astimezone(tz), first_day)
-    iso = last_day.isocalendar()
-    date_range = format_date_range(first_day, last_day, locale)
     items = [_item(a, body, audience, tz, locale) for a in articles]
-    lead = articles[0]
-
-    base: dict[str, Any] = {
-        "audience": audience,
-        "week": iso.week,
-        "year": iso.year,
-        "lead": lead,
-        "count": len(articles),
-        "date_range": date_range,
-        "site_title": settings.site_title,
-    }
+    base, subject, preheader = _headline(audience, articles, period_start, period_end, settings)
     html_env, text_env = _environments(_templates_key(settings.templates_dir))
-    subject = _one_line(
-        _render(text_env.from_string, audience.subject, base, f"audience '{audience.id}' subject")
-    )
-    if not subject:
-        raise RenderError(f"audience '{audience.id}' subject: renders as empty text")
-    if audience.preheader:
-        preheader = _one_line(
-            _render(
-                text_env.from_string,
-                audience.preheader,
-                {**base, "subject": subject},
-                f"audience '{audience.id}' preheader",
-            )
-        )
-    else:
-        preheader = _defuse(_one_line(lead.summary or lead.title))
-    preheader = _truncate(preheader, PREHEADER_LIMIT)
 
     context: dict[str, Any] = {
         **base,
@@ -278,6 +247,68 @@ def render_digest(
         article_ids=tuple(a.id for a in articles),
         default_name=strings["default_name"],
     )
+
+
+def subject_and_preheader(
+    audience: AudienceSpec,
+    articles: Sequence[Article],
+    period_start: datetime,
+    period_end: datetime,
+    settings: DigestSettings,
+) -> tuple[str, str]:
+    """The subject and preheader `render_digest` would give, without rendering or inlining the
+    body (cheap: for `newsletter plan`)."""
+    if not articles:
+        raise RenderError("no articles")
+    _, subject, preheader = _headline(audience, articles, period_start, period_end, settings)
+    return subject, preheader
+
+
+def _headline(
+    audience: AudienceSpec,
+    articles: Sequence[Article],
+    period_start: datetime,
+    period_end: datetime,
+    settings: DigestSettings,
+) -> tuple[dict[str, Any], str, str]:
+    """(the context the subject and preheader templates see, subject, preheader)."""
+    tz = _zone(settings.timezone)
+    locale = _locale(settings.language)
+    first_day = period_start.astimezone(tz).date()
+    last_day = _last_day(period_end.astimezone(tz), first_day)
+    iso = last_day.isocalendar()
+    date_range = format_date_range(first_day, last_day, locale)
+    lead = articles[0]
+
+    base: dict[str, Any] = {
+        "audience": audience,
+        "week": iso.week,
+        "year": iso.year,
+        "lead": lead,
+        "count": len(articles),
+        "date_range": date_range,
+        "site_title": settings.site_title,
+    }
+    _, text_env = _environments(_templates_key(settings.templates_dir))
+    subject = _one_line(
+        _render(text_env.from_string, audience.subject, base, f"audience '{audience.id}' subject")
+    )
+    if not subject:
+        raise RenderError(f"audience '{audience.id}' subject: renders as empty text")
+    if audience.preheader:
+        preheader = _one_line(
+            _render(
+                text_env.from_string,
+                audience.preheader,
+                {**base, "subject": subject},
+                f"audience '{audience.id}' preheader",
+            )
+        )
+    else:
+        preheader = _defuse(_one_line(lead.summary or lead.title))
+    preheader = _truncate(preheader, PREHEADER_LIMIT)
+
+    return base, subject, preheader
 
 
 def personalize(
@@ -503,5 +534,6 @@ __all__ = [
     "inline_css",
     "personalize",
     "render_digest",
+    "subject_and_preheader",
     "with_query",
 ]

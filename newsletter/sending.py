@@ -65,6 +65,17 @@ class SendOptions:
     retry_unknown: bool = False  # requeue "unknown" deliveries (may send those twice)
 
 
+def options_from(config: Config, *, retry_unknown: bool = False) -> SendOptions:
+    delivery = config.delivery
+    return SendOptions(
+        batch_size=delivery.batch_size,
+        max_attempts=delivery.max_attempts,
+        backoff=delivery.retry_backoff,
+        max_consecutive_failures=delivery.pause_after_failures,
+        retry_unknown=retry_unknown,
+    )
+
+
 @dataclass
 class SendReport:
     audience_id: str
@@ -146,6 +157,59 @@ def skip_issue(
     """Record an empty issue as skipped, so the schedule and `plan` see it was handled."""
     issue, _ = store.create_issue(audience.id, period, plan.period_start, plan.period_end, now)
     return store.set_issue_status(issue.id, "skipped", now)
+
+
+def deliver_period(
+    config: Config,
+    audience: AudienceConfig,
+    period: str,
+    end: datetime,
+    store: Store,
+    articles: Sequence[Article],
+    body: Callable[[Article], RenderedBody],
+    key: bytes,
+    options: SendOptions,
+    transport_factory: Callable[[], Transport],
+    *,
+    now: datetime,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> SendReport:
+    """The whole job of one (audience, period), as `newsletter send` and the scheduler run it:
+    prepare (or resume) the issue, skip it when empty, send it, publish the archive.
+
+    Raises:
+        SendError: empty with skip_if_empty = false, or the digest fails the email checks.
+        RenderError: a template fails.
+    """
+    issue, plan = prepare_issue(config, audience, period, end, store, articles, body, now)
+    if issue is None:
+        assert plan is not None
+        if not audience.skip_if_empty:
+            raise SendError(
+                f"{audience.id} {period}: no articles published between "
+                f"{plan.period_start.isoformat()} and {plan.period_end.isoformat()} "
+                "(skip_if_empty = false)"
+            )
+        skipped = skip_issue(audience, period, plan, store, now)
+        log.info("%s %s: no new articles, skipped", audience.id, period)
+        return SendReport(audience.id, period, "skipped", skipped.id, message="no new articles")
+    transport = transport_factory()
+    try:
+        report = send_issue(
+            config, issue, store, transport, key, options, progress=progress, stop=stop
+        )
+    finally:
+        transport.close()
+    if report.status == "sent":
+        from .archive import write_archive
+
+        write_archive(config, store, audience.id)
+    log.info(
+        "%s %s: %s (%s)", audience.id, period, report.status,
+        ", ".join(f"{count} {status}" for status, count in report.counts.items() if count),
+    )
+    return report
 
 
 def stored_digest(config: Config, issue: Issue) -> RenderedDigest:
@@ -400,6 +464,7 @@ def _deliver(
 
 __all__ = [
     "Personalizer",
+    "deliver_period",
     "SendError",
     "SendOptions",
     "SendReport",
