@@ -232,10 +232,10 @@ def _email_findings(config, catalog, now: datetime) -> list:  # type: ignore[no-
 
 def _register_mail_commands() -> None:
     # cli_mail imports this module's helpers, so it is attached after they exist.
-    from .cli_mail import send, subscribers
+    from .cli_mail import plan, run, send, subscribers
 
-    main.add_command(subscribers)
-    main.add_command(send)
+    for command in (subscribers, send, plan, run):
+        main.add_command(command)
 
 
 _register_mail_commands()

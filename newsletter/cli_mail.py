@@ -483,3 +483,74 @@ def _send_test(
     finally:
         transport.close()
     click.echo(f"test message {template.subject!r} sent to {address}; nothing recorded")
+
+
+# --- schedule ------------------------------------------------------------------------------------
+@click.command()
+@config_option
+@click.option("--at", "at_text", metavar="TIME", help="Plan as of this moment (ISO 8601; no zone = site timezone). Default: now.")
+@click.option("--audience", "audience_id", metavar="ID", help="Only this audience.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (ISO 8601 times with UTC offsets).")
+def plan(config_path: Path, at_text: str | None, audience_id: str | None, as_json: bool) -> None:
+    """What goes out when: per audience the next send times (local and UTC), the period, the
+    articles, the subject, the recipient count, whether it would be skipped, and runs that were
+    missed. Changes nothing."""
+    import json
+
+    from .builder import load_catalog
+    from .planner import format_plan, plan_audience
+
+    config = _load(config_path)
+    at = parse_now(at_text, config.site.timezone)
+    audiences = [_audience(config, audience_id)] if audience_id else list(config.audiences)
+    catalog = load_catalog(config, use_index=True)
+    counts: dict[str, int] = {}
+    issues: dict[str, list[object]] = {a.id: [] for a in audiences}
+    if _store_exists(config):
+        with open_store(config) as store:
+            counts = store.count_by_audience()
+            for audience in audiences:
+                issues[audience.id] = list(store.list_issues(audience.id))
+    plans = [
+        plan_audience(config, a, catalog.articles, at, counts.get(a.id, 0), issues[a.id])  # type: ignore[arg-type]
+        for a in audiences
+    ]
+    if as_json:
+        click.echo(json.dumps([p.as_json() for p in plans], ensure_ascii=False, indent=2))
+        return
+    tz = config.site.tz
+    for index, item in enumerate(plans):
+        if index:
+            click.echo()
+        for line in format_plan(item, lambda t: f"{t.astimezone(tz):%a %Y-%m-%d %H:%M %Z}"):
+            click.echo(line)
+
+
+def _store_exists(config: Config) -> bool:
+    """`plan` must not create the database: with no SQLite file there is nothing to read."""
+    if config.store_url.startswith("sqlite:///"):
+        return Path(config.store_url.removeprefix("sqlite:///")).exists()
+    return True
+
+
+@click.command()
+@config_option
+@click.option("--standby-poll", type=click.FloatRange(min=0.1), default=15.0, show_default=True, metavar="SECONDS", help="How often a standby process checks whether the active scheduler is gone.")
+def run(config_path: Path, standby_poll: float) -> None:
+    """Run the scheduler until SIGTERM/SIGINT: every audience's digest at its scheduled local
+    time, once. A second `newsletter run` on the same database stands by until the first stops."""
+    import logging
+
+    from .schedule import run as run_scheduler
+    from .tokens import secret_key_from_env
+
+    config = _load(config_path)
+    try:
+        secret_key_from_env()
+        make_transport(config).close()
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    run_scheduler(config, poll=standby_poll)

@@ -1,0 +1,301 @@
+"""APScheduler wiring: each audience's `schedule` becomes a persistent cron job that sends its
+issue, once, on time (standards APS-01..17).
+
+- One `BlockingScheduler` per process, jobs persisted in the project database
+  (`SQLAlchemyJobStore`), referenced as text (`"newsletter.schedule:run_audience"`, APS-07), with
+  the site timezone on scheduler and triggers (APS-11), `coalesce`, `max_instances=1` and an
+  explicit misfire grace (APS-01).
+- `reconcile` brings the job store in line with config.toml WITHOUT re-adding existing jobs (that
+  would recompute their next run and silently drop a missed one, APS-06): it adds missing jobs,
+  reschedules changed ones, updates a changed grace (APS-05) and removes jobs of removed audiences.
+- The job re-derives its period from the scheduled fire time (the latest fire time not after
+  now), never from the clock's week (APS-17); a DST fold that fires twice (APS-12) or a second
+  process lands on the same UNIQUE (audience, period) issue and sends nothing twice.
+- A leader lease in the store keeps a second `newsletter run` on standby (APS-09); the delivery
+  ledger would hold even without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+)
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from .config import Config, load_config
+from .schedules import Schedule, parse_schedule
+
+log = logging.getLogger(__name__)
+
+JOB_FUNC = "newsletter.schedule:run_audience"
+JOB_TABLE = "apscheduler_jobs"
+LEADER_LEASE = "scheduler"
+LEASE_SECONDS = 60.0  # a dead leader's lease expires after this; renewed every third of it
+
+# Set by SIGTERM/SIGINT: a running send finishes the messages in flight and stops claiming.
+STOP = threading.Event()
+
+
+def job_id(audience_id: str) -> str:
+    return f"digest:{audience_id}"
+
+
+def trigger_for(schedule: Schedule, tz: ZoneInfo) -> CronTrigger:
+    return CronTrigger(**schedule.cron_fields, timezone=tz)
+
+
+def fire_times(schedule: Schedule, tz: ZoneInfo, after: datetime) -> Iterator[datetime]:
+    """Fire times strictly after `after`, in the site timezone, as APScheduler computes them."""
+    trigger = trigger_for(schedule, tz)
+    previous: datetime | None = None
+    moment = after + timedelta(microseconds=1)
+    while True:
+        fire = trigger.get_next_fire_time(previous, moment)
+        if fire is None:
+            return
+        yield fire
+        previous, moment = fire, fire + timedelta(microseconds=1)
+
+
+def last_fire_time(schedule: Schedule, tz: ZoneInfo, now: datetime, lookback: timedelta) -> datetime | None:
+    """The latest scheduled fire time in (now - lookback, now]: the run a late job belongs to."""
+    latest = None
+    for fire in fire_times(schedule, tz, now - lookback):
+        if fire > now:
+            break
+        latest = fire
+    return latest
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # "added", "rescheduled", "updated", "removed", "kept"
+    job: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.job}: {self.detail}"
+
+
+def reconcile(scheduler: BaseScheduler, config: Config) -> list[Decision]:
+    """Make the (started, paused) scheduler's jobs match config.toml; log every decision."""
+    tz = config.site.tz
+    grace = int(config.misfire_grace.total_seconds())
+    wanted = {job_id(a.id): a for a in config.audiences if a.schedule}
+    decisions: list[Decision] = []
+    existing = {job.id: job for job in scheduler.get_jobs()}
+    for ident in existing:
+        if ident not in wanted:
+            scheduler.remove_job(ident)
+            decisions.append(Decision("removed", ident, "no longer scheduled in config.toml"))
+    for ident, audience in wanted.items():
+        schedule = parse_schedule(audience.schedule)
+        trigger = trigger_for(schedule, tz)
+        args = [str(config.path.resolve()), audience.id]
+        job = existing.get(ident)
+        if job is None:
+            scheduler.add_job(
+                JOB_FUNC, trigger, id=ident, name=audience.schedule, args=args,
+                misfire_grace_time=grace, coalesce=True, max_instances=1, replace_existing=False,
+            )
+            decisions.append(Decision("added", ident, f"{audience.schedule!r} ({tz.key})"))
+            continue
+        if str(job.trigger) != str(trigger) or str(job.trigger.timezone) != str(tz):
+            # A changed schedule gets a new next run; an unchanged one keeps its pending run.
+            scheduler.reschedule_job(ident, trigger=trigger)
+            scheduler.modify_job(ident, name=audience.schedule)
+            decisions.append(Decision("rescheduled", ident, f"{job.name!r} -> {audience.schedule!r}"))
+        changes: dict[str, Any] = {}
+        if job.misfire_grace_time != grace:
+            changes["misfire_grace_time"] = grace
+        if list(job.args) != args:
+            changes["args"] = args
+        if not job.coalesce or job.max_instances != 1:
+            changes.update(coalesce=True, max_instances=1)
+        if changes:
+            scheduler.modify_job(ident, **changes)
+            decisions.append(Decision("updated", ident, ", ".join(sorted(changes))))
+        elif str(job.trigger) == str(trigger):
+            decisions.append(Decision("kept", ident, f"next run {_show(job.next_run_time)}"))
+    for decision in decisions:
+        log.info("reconcile: %s", decision)
+    return decisions
+
+
+def make_scheduler(config: Config, *, blocking: bool = True) -> BaseScheduler:
+    kind = BlockingScheduler if blocking else BackgroundScheduler
+    scheduler = kind(
+        jobstores={"default": SQLAlchemyJobStore(url=config.store_url, tablename=JOB_TABLE)},
+        executors={"default": {"type": "threadpool", "max_workers": 4}},
+        job_defaults={
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": int(config.misfire_grace.total_seconds()),
+        },
+        timezone=config.site.tz,
+    )
+    scheduler.add_listener(_on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
+    return scheduler
+
+
+def _on_event(event: JobExecutionEvent) -> None:
+    audience = event.job_id.removeprefix("digest:")
+    when = event.scheduled_run_time
+    period = _period_for(audience, when)
+    if event.code == EVENT_JOB_MISSED:
+        log.error(
+            "missed: %s %s (scheduled %s) was not sent because the scheduler was down longer than "
+            "the grace time; send it by hand: newsletter send %s --period %s",
+            audience, period, _show(when), audience, period,
+        )
+    elif event.code == EVENT_JOB_MAX_INSTANCES:
+        log.warning("%s %s: the previous run is still going; this fire is skipped", audience, period)
+    else:
+        log.error("%s %s failed: %r", audience, period, event.exception, exc_info=event.exception)
+
+
+# audience id -> (schedule, zone), set by `run`, so the listener can name a missed period
+_SCHEDULES: dict[str, tuple[Schedule, ZoneInfo]] = {}
+
+
+def _period_for(audience_id: str, when: datetime) -> str:
+    known = _SCHEDULES.get(audience_id)
+    if known is None:
+        return "?"
+    schedule, tz = known
+    return schedule.period_key(when.astimezone(tz))
+
+
+def run_audience(config_path: str, audience_id: str) -> None:
+    """The job: send the issue of the period whose fire time is the latest one not after now.
+
+    Config is re-read on every run, so an edited sender line or template is used; the period and
+    the window's end come from the scheduled fire time, so a run that starts late (within
+    grace) still sends the right issue with the right articles.
+    """
+    from .builder import load_catalog
+    from .errors import NewsletterError
+    from .sending import deliver_period, options_from
+    from .services import make_transport
+    from .store import Store
+    from .tokens import secret_key_from_env
+
+    config = load_config(config_path)
+    audience = config.audience(audience_id)
+    schedule = parse_schedule(audience.schedule)
+    now = datetime.now(UTC)
+    fire = last_fire_time(schedule, config.site.tz, now, config.misfire_grace + timedelta(minutes=5))
+    if fire is None:  # fired outside its own schedule (a manual trigger): nothing due
+        log.warning("%s: no scheduled fire time within the grace period; nothing to do", audience_id)
+        return
+    period = schedule.period_key(fire.astimezone(config.site.tz))
+    log.info("%s %s: scheduled for %s, starting", audience_id, period, _show(fire))
+    catalog = load_catalog(config)
+    for problem in catalog.problems:
+        log.warning("article skipped: %s", problem)
+    store = Store.open(config.store_url)
+    try:
+        report = deliver_period(
+            config, audience, period, fire, store, catalog.articles, catalog.rendered,
+            secret_key_from_env(), options_from(config), lambda: make_transport(config),
+            now=now, stop=STOP,
+        )
+    except NewsletterError as exc:
+        log.error("%s %s: %s", audience_id, period, exc)
+        raise
+    finally:
+        store.close()
+        catalog.save_index()
+    if report.status not in ("sent", "skipped", "already sent"):
+        log.error("%s %s: %s %s", audience_id, period, report.status, report.message)
+
+
+def run(config: Config, *, owner: str | None = None, poll: float = 15.0) -> None:
+    """`newsletter run`: wait for the leader lease, reconcile, run the scheduler until a signal."""
+    from .store import Store
+
+    _SCHEDULES.clear()
+    _SCHEDULES.update(
+        {a.id: (parse_schedule(a.schedule), config.site.tz) for a in config.audiences if a.schedule}
+    )
+    owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    store = Store.open(config.store_url)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("signal %d: finishing the messages in flight, then stopping", signum)
+        STOP.set()
+        stopping.set()
+        if scheduler_box:
+            threading.Thread(target=scheduler_box[0].shutdown, kwargs={"wait": True}).start()
+
+    scheduler_box: list[BaseScheduler] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
+        while not _lease(store, owner):
+            log.info("another scheduler holds the lease; standing by")
+            if stopping.wait(poll):
+                return
+        log.info("scheduler lease taken by %s", owner)
+        _reconcile_paused(config)
+        scheduler = make_scheduler(config, blocking=True)
+        scheduler_box.append(scheduler)
+        renew = threading.Thread(
+            target=_keep_lease, args=(store, owner, scheduler, stopping), daemon=True
+        )
+        renew.start()
+        if not stopping.is_set():
+            scheduler.start()  # blocks until shutdown; missed runs within grace go first
+    finally:
+        stopping.set()
+        store.release_lease(LEADER_LEASE, owner)
+        store.close()
+        log.info("scheduler stopped")
+
+
+def _reconcile_paused(config: Config) -> list[Decision]:
+    """Reconcile through a paused scheduler on the same job store, so no job fires meanwhile."""
+    scheduler = make_scheduler(config, blocking=False)
+    scheduler.start(paused=True)
+    try:
+        return reconcile(scheduler, config)
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def _lease(store: Any, owner: str) -> bool:
+    return bool(store.acquire_lease(LEADER_LEASE, owner, LEASE_SECONDS, datetime.now(UTC)))
+
+
+def _keep_lease(store: Any, owner: str, scheduler: BaseScheduler, stopping: threading.Event) -> None:
+    while not stopping.wait(LEASE_SECONDS / 3):
+        if not _lease(store, owner):
+            log.error("lost the scheduler lease to another process; stopping")
+            STOP.set()
+            scheduler.shutdown(wait=True)
+            return
+
+
+def _show(moment: datetime | None) -> str:
+    return moment.isoformat() if moment else "none"
+
