@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from itertools import takewhile
 from typing import Any
 
 from .campaign import audience_spec, digest_settings, plan_issue
@@ -102,7 +103,7 @@ def plan_audience(
     known = {i.period for i in issues}
     past: list[PastRun] = []
     if since is not None:
-        candidates = [f for f in fire_times(schedule, tz, since) if f <= at]
+        candidates = list(takewhile(lambda fire: fire <= at, fire_times(schedule, tz, since)))
     else:  # a new audience: only its latest fire can still be due
         latest = last_fire_time(schedule, tz, at, config.misfire_grace)
         candidates = [latest] if latest else []

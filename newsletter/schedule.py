@@ -37,7 +37,7 @@ from apscheduler.events import (
 )
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
@@ -67,13 +67,15 @@ def fire_times(schedule: Schedule, tz: ZoneInfo, after: datetime) -> Iterator[da
     """Fire times strictly after `after`, in the site timezone, as APScheduler computes them."""
     trigger = trigger_for(schedule, tz)
     previous: datetime | None = None
-    moment = after + timedelta(microseconds=1)
+    # Step in UTC: aware-datetime arithmetic is wall-clock arithmetic, and a step from the second
+    # 02:30 of a fall-back night (fold=1) would land on that same wall time again.
+    moment = after.astimezone(UTC) + timedelta(microseconds=1)
     while True:
         fire = trigger.get_next_fire_time(previous, moment)
         if fire is None:
             return
         yield fire
-        previous, moment = fire, fire + timedelta(microseconds=1)
+        previous, moment = fire, fire.astimezone(UTC) + timedelta(microseconds=1)
 
 
 def last_fire_time(schedule: Schedule, tz: ZoneInfo, now: datetime, lookback: timedelta) -> datetime | None:
@@ -141,8 +143,30 @@ def reconcile(scheduler: BaseScheduler, config: Config) -> list[Decision]:
     return decisions
 
 
+class _NoJobsWhenStopped:
+    """APScheduler 3's shutdown sets the state to stopped and THEN wakes the main loop, which
+    processes due jobs once more: their submission to the already closed executor fails and
+    their next run time is advanced, so a run that was due (a missed run being reconciled, or a
+    fire at the moment of SIGTERM) is silently dropped. A stopped scheduler touches no job."""
+
+    state: int
+
+    def _process_jobs(self) -> float | None:
+        if self.state == STATE_STOPPED:
+            return None
+        return super()._process_jobs()  # type: ignore[misc, no-any-return]
+
+
+class SafeBlockingScheduler(_NoJobsWhenStopped, BlockingScheduler):  # type: ignore[misc]
+    pass
+
+
+class SafeBackgroundScheduler(_NoJobsWhenStopped, BackgroundScheduler):  # type: ignore[misc]
+    pass
+
+
 def make_scheduler(config: Config, *, blocking: bool = True) -> BaseScheduler:
-    kind = BlockingScheduler if blocking else BackgroundScheduler
+    kind = SafeBlockingScheduler if blocking else SafeBackgroundScheduler
     scheduler = kind(
         jobstores={"default": SQLAlchemyJobStore(url=config.store_url, tablename=JOB_TABLE)},
         executors={"default": {"type": "threadpool", "max_workers": 4}},

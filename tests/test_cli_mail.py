@@ -163,3 +163,24 @@ def test_an_empty_issue_is_skipped(site: Path, tmp_path: Path) -> None:
     code, out, _ = run("send", "beslissers", "--now", "2026-12-28T08:00", "--config", str(site))
     assert code == 0 and "skipped" in out
     assert not (tmp_path / "outbox").exists()
+
+
+def test_plan_text_and_json(site: Path, tmp_path: Path) -> None:
+    import json
+
+    code, out, err = run("plan", "--at", "2026-11-28T09:00", "--config", str(site))
+    assert code == 0, err
+    assert "beslissers (Voor beslissers)" in out and "schedule: mon 08:00" in out
+    assert "next: Mon 2026-11-30 08:00 CET  (2026-11-30 07:00 UTC)" in out
+    assert not (tmp_path / "newsletter.db").exists()  # plan creates no database
+    code, out, _ = run("plan", "--at", "2026-11-28T09:00", "--audience", "bouwers", "--json", "--config", str(site))
+    (plan,) = json.loads(out)
+    assert plan["audience"] == "bouwers" and plan["period"] == "2026-W49"
+    assert plan["next_fires"][0] == {"local": "2026-12-03T07:30:00+01:00", "utc": "2026-12-03T06:30:00+00:00"}
+    assert plan["outcome"] == "send" and plan["subject"].startswith("AI voor bouwers – week 49")
+    assert [a["title"] for a in plan["articles"]] == ["NCSC publiceert richtlijnen tegen prompt-injectie in AI-agents"]
+    assert plan["articles"][0]["published"].endswith("+01:00")
+    # after a send, the same plan says so and counts the subscribers
+    subscribe(site, tmp_path, 2)
+    code, out, _ = run("plan", "--at", "2026-11-28T09:00", "--audience", "beslissers", "--config", str(site))
+    assert "2 active subscriber(s)" in out

@@ -104,3 +104,16 @@ def test_period_key_uses_local_time_not_utc() -> None:
 def test_bad_schedules_say_what_is_accepted(text: str, message: str) -> None:
     with pytest.raises(ScheduleError, match=message):
         parse_schedule(text)
+
+
+@pytest.mark.parametrize(
+    ("fire", "key"),
+    [
+        (datetime(2026, 12, 28, 8, tzinfo=AMS), "2026-W53"),  # 2026 has 53 ISO weeks
+        (datetime(2027, 1, 4, 8, tzinfo=AMS), "2027-W01"),
+        (datetime(2021, 1, 4, 8, tzinfo=AMS), "2021-W01"),  # after 2020-W53
+        (datetime(2024, 12, 30, 8, tzinfo=AMS), "2025-W01"),  # a December Monday in week 1
+    ],
+)
+def test_period_keys_around_new_year(fire: datetime, key: str) -> None:
+    assert parse_schedule("mon 08:00").period_key(fire) == key
