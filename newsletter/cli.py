@@ -3,58 +3,24 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import click
 
 from . import __version__
+from .cli_common import (
+    EXIT_CONFIG,
+    EXIT_PROBLEMS,
+    _load,
+    _report_problems,
+    config_option,
+    now_option,
+    parse_now,
+)
+from .cli_mail import plan, run, send, subscribers
+from .cli_web import serve
 from .errors import ArticleError, ConfigError, NewsletterError
-
-EXIT_PROBLEMS = 1  # bad articles under --strict / check, or nothing could be built
-EXIT_CONFIG = 2  # config.toml or a command-line value is wrong
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("config.toml"),
-    show_default=True,
-    help="Path of config.toml.",
-)
-now_option = click.option(
-    "--now",
-    "now_text",
-    metavar="TIME",
-    help="Build as if it were this moment (ISO 8601, e.g. 2026-11-28T09:00; no zone = site "
-    "timezone). Default: the current time.",
-)
-
-
-def parse_now(text: str | None, timezone: str) -> datetime:
-    if text is None:
-        return datetime.now(UTC)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not an ISO 8601 time", param_hint="--now") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(timezone))
-
-
-def _load(config_path: Path):  # type: ignore[no-untyped-def]
-    from .config import load_config
-
-    try:
-        return load_config(config_path)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
-
-
-def _report_problems(problems: list[ArticleError]) -> None:
-    for problem in problems:
-        click.echo(f"  {problem}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -230,12 +196,5 @@ def _email_findings(config, catalog, now: datetime) -> list:  # type: ignore[no-
     return findings
 
 
-def _register_mail_commands() -> None:
-    # cli_mail imports this module's helpers, so it is attached after they exist.
-    from .cli_mail import plan, run, send, subscribers
-
-    for command in (subscribers, send, plan, run):
-        main.add_command(command)
-
-
-_register_mail_commands()
+for command in (subscribers, send, plan, run, serve):
+    main.add_command(command)

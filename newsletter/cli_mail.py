@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from .cli import (
+from .cli_common import (
     EXIT_CONFIG,
     EXIT_PROBLEMS,
     _load,

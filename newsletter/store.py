@@ -564,6 +564,65 @@ class Store:
                 raise NotFoundError("subscriber", subscriber_id)
             return _leave(conn, subscriber_id, [audience_id], now)
 
+    def rejoin(self, subscriber_id: int, audiences: Iterable[str], now: datetime) -> list[str]:
+        """A confirmed opt-in (a confirm link or the preferences page, both signed): make these
+        memberships active, including audiences the address left, and re-activate an
+        "unsubscribed" address. Never for a suppressed, bounced or complained one. Returns the
+        audiences that became active.
+
+        Raises:
+            NotFoundError: no such subscriber.
+        """
+        _aware(now)
+        wanted = _audience_tuple(audiences)
+        s, m, x = subscribers_t, memberships_t, suppressions_t
+        with self._tx() as conn:
+            row = _subscriber_row(conn, s.c.id == subscriber_id)
+            if row is None:
+                raise NotFoundError("subscriber", subscriber_id)
+            blocked = conn.scalar(sa.select(x.c.email_key).where(x.c.email_key == row["email_key"]))
+            if blocked is not None or row["status"] in ("bounced", "complained"):
+                return []
+            joined = []
+            for audience in wanted:
+                changed = conn.execute(
+                    sa.update(m)
+                    .where(m.c.subscriber_id == subscriber_id, m.c.audience_id == audience,
+                           m.c.status != "active")
+                    .values(status="active", updated_at=now),
+                    execution_options=_ROWCOUNT,
+                ).rowcount
+                inserted = _insert_if_absent(
+                    conn, m,
+                    {"subscriber_id": subscriber_id, "audience_id": audience, "status": "active",
+                     "created_at": now, "updated_at": now},
+                    ["subscriber_id", "audience_id"],
+                )
+                if changed or inserted:
+                    joined.append(audience)
+            if row["status"] == "unsubscribed" and joined:
+                _update_subscriber(conn, subscriber_id, now, status="active")
+            elif joined:
+                _update_subscriber(conn, subscriber_id, now)
+        return joined
+
+    def forget_pending(self, created_before: datetime, now: datetime) -> int:
+        """Delete subscribers still "pending" (never confirmed) created before the cut-off, with
+        their memberships: unconfirmed addresses are not kept (data minimisation)."""
+        _aware(created_before)
+        _aware(now)
+        s, m = subscribers_t, memberships_t
+        with self._tx() as conn:
+            stale = sa.select(s.c.id).where(s.c.status == "pending", s.c.created_at < created_before)
+            conn.execute(sa.delete(m).where(m.c.subscriber_id.in_(stale)))
+            gone = conn.execute(
+                sa.delete(s).where(s.c.status == "pending", s.c.created_at < created_before),
+                execution_options=_ROWCOUNT,
+            ).rowcount
+        if gone:
+            log.info("forgot %s unconfirmed subscriber(s)", gone)
+        return int(gone)
+
     def set_status(self, email: str, status: str, now: datetime) -> Subscriber:
         """Set an address's status (an operator's or a bounce handler's act; the only way back to
         "active" after an unsubscribe). Memberships are left as they are.

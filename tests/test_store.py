@@ -840,3 +840,31 @@ if __name__ == "__main__":
     import sys
 
     _measure(int(next((a for a in sys.argv[1:] if a.isdigit()), "100000")), "--tracemalloc" in sys.argv)
+
+
+def test_rejoin_is_a_fresh_opt_in_but_never_for_blocked_addresses(store: Store) -> None:
+    change = store.add_subscriber("anna@example.nl", "Anna", ["beslissers", "bouwers"], NOW)
+    anna = change.subscriber_id
+    assert anna is not None
+    store.remove_subscriber("anna@example.nl", NOW)  # left everything
+    assert store.add_subscriber("anna@example.nl", "Anna", ["beslissers"], NOW).action == "skipped"
+    assert store.rejoin(anna, ["beslissers"], NOW + WEEK) == ["beslissers"]
+    assert store.get_subscriber(anna).status == "active"  # type: ignore[union-attr]
+    assert store.memberships(anna) == {"beslissers": "active", "bouwers": "unsubscribed"}
+    assert store.rejoin(anna, ["beslissers", "onderzoekers"], NOW + WEEK) == ["onderzoekers"]
+    bob = store.add_subscriber("bob@example.nl", "", ["beslissers"], NOW).subscriber_id
+    assert bob is not None
+    store.suppress("bob@example.nl", "complaint", NOW)
+    store.remove_subscriber("bob@example.nl", NOW)
+    assert store.rejoin(bob, ["beslissers"], NOW) == []
+    with pytest.raises(NotFoundError):
+        store.rejoin(999, ["beslissers"], NOW)
+
+
+def test_forget_pending_removes_only_old_unconfirmed_addresses(store: Store) -> None:
+    old = store.add_subscriber("oud@example.nl", "", ["beslissers"], NOW, status="pending").subscriber_id
+    new = store.add_subscriber("nieuw@example.nl", "", ["beslissers"], NOW + WEEK, status="pending").subscriber_id
+    kept = store.add_subscriber("actief@example.nl", "", ["beslissers"], NOW).subscriber_id
+    assert store.forget_pending(NOW + timedelta(days=2), NOW + timedelta(days=2)) == 1
+    assert store.get_subscriber(old) is None and store.memberships(old) == {}  # type: ignore[arg-type]
+    assert store.get_subscriber(new) is not None and store.get_subscriber(kept) is not None  # type: ignore[arg-type]

@@ -1,0 +1,118 @@
+"""The editors' preview: each audience's current issue as it would be mailed now.
+
+If the issue of the current period already exists with its rendered digest (being sent, or
+prepared), that stored version is shown, since it is exactly what goes out. Otherwise the issue
+is planned as `newsletter send` would plan it at this moment (articles since the previous sent or
+skipped issue, else the audience's look-back window) and rendered once. The per-subscriber
+values are the same sample values `newsletter digest` uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from .. import links
+from ..builder import INDEX_FILE, content_settings
+from ..campaign import (
+    SAMPLE_NAME,
+    SAMPLE_TOKEN,
+    digest_settings,
+    period_of,
+    plan_issue,
+    render_issue,
+)
+from ..collector import Catalog, scan
+from ..config import AudienceConfig, Config
+from ..digest import personalize
+from ..errors import NewsletterError
+from ..model import Article, RenderedBody
+from ..schedules import parse_schedule
+from ..sending import stored_digest
+from ..store import Store
+
+
+@dataclass(frozen=True)
+class AudiencePreview:
+    audience: AudienceConfig
+    period: str
+    recipients: int
+    next_send: datetime | None  # None: no schedule (sent by hand)
+    subject: str = ""
+    preheader: str = ""
+    html: str = ""  # personalized with the sample values
+    text: str = ""
+    articles: int = 0
+    issue_status: str = ""  # the stored issue's status, "" when planned now
+    problem: str = ""  # "empty", or why it could not be rendered
+
+    @property
+    def ready(self) -> bool:
+        return not self.problem
+
+
+def load_articles(config: Config) -> Catalog:
+    """The content, read with the build's index. In this process (no worker processes: forking
+    a threaded server is unsafe); the index makes it cheap after a build."""
+    return scan(config.site.content_dir, content_settings(config), config.site.cache_dir / INDEX_FILE)
+
+
+def next_send(config: Config, audience: AudienceConfig, now: datetime) -> datetime | None:
+    """The next scheduled send after now, in the site timezone; None without a schedule."""
+    if not audience.schedule:
+        return None
+    from apscheduler.triggers.cron import CronTrigger
+
+    fields = parse_schedule(audience.schedule).cron_fields
+    trigger = CronTrigger(**fields, timezone=config.site.tz)
+    fire: Any = trigger.get_next_fire_time(None, now.astimezone(config.site.tz))
+    return fire if isinstance(fire, datetime) else None
+
+
+def audience_preview(
+    config: Config,
+    store: Store,
+    audience: AudienceConfig,
+    articles: list[Article],
+    body: Callable[[Article], RenderedBody],
+    now: datetime,
+) -> AudiencePreview:
+    period = period_of(config, audience, now)
+    base = AudiencePreview(
+        audience=audience,
+        period=period,
+        recipients=store.count_by_audience().get(audience.id, 0),
+        next_send=next_send(config, audience, now),
+    )
+    issue = store.get_issue(audience.id, period)
+    if issue is not None and issue.html:
+        digest = stored_digest(config, issue)
+        status = issue.status
+    else:
+        previous = store.last_issue(audience.id, statuses=("sent", "skipped"))
+        plan = plan_issue(audience, articles, now, previous.window_end if previous else None)
+        if plan.empty:
+            return replace(base, problem="empty")
+        try:
+            digest = render_issue(plan, body, digest_settings(config))
+        except NewsletterError as exc:
+            return replace(base, problem=str(exc))
+        status = ""
+    unsubscribe = links.unsubscribe_url(config.public_url, SAMPLE_TOKEN)
+    view = links.archive_url(config.site.url, audience.id, period)
+    html, text = personalize(digest, name=SAMPLE_NAME, unsubscribe_url=unsubscribe, view_url=view)
+    return AudiencePreview(
+        audience=audience,
+        period=period,
+        recipients=base.recipients,
+        next_send=base.next_send,
+        subject=digest.subject,
+        preheader=digest.preheader,
+        html=html,
+        text=text,
+        articles=len(digest.article_ids),
+        issue_status=status,
+    )
+
