@@ -1,0 +1,517 @@
+#!/usr/bin/env python3
+"""Benchmark `newsletter send`: subscribers -> SMTP sink on 127.0.0.1, against the sink's ceiling.
+
+    python bench/send.py [--sizes 10000,100000] [--connections 1,2] [--runs 3] [--sink asyncio]
+
+For each size N a copy of the sample site (content, templates, config.toml with
+`[delivery] transport = "smtp"` pointed at the sink) gets N active `beslissers` subscribers
+(user{i}@example.nl, through `Store.import_rows`, once; each run sends from a fresh copy of that
+database, so every run creates, renders and sends a new issue). Then, per connection count and
+run:
+
+- ceiling: a fresh process replays one pre-built message of the same issue (the bytes
+  `Personalizer.compose` gives, dot-stuffed once) N times over the same number of smtplib
+  connections (one thread each, MAIL/RCPT/DATA per message, like the transport), so it measures
+  what the sink and loopback allow a Python SMTP client;
+- send: `python -m newsletter send beslissers --now 2026-11-30T08:00` in a fresh process.
+
+The sink (`bench/smtp_sink.py`, its own process, `--sink asyncio` by default: a minimal
+asyncio.Protocol responder; `--sink aiosmtpd` for aiosmtpd) timestamps the first and last message
+it accepts: msg/s is (N - 1) / (last - first) for both, so start-up (imports, reading the
+articles, rendering the issue, freezing N recipients) is not in it; "wall" is the whole send
+command and "e2e msg/s" N / wall. Peak RSS is the sending process's ru_maxrss (os.wait4).
+Compose cost: `Personalizer.compose` (token + links + `MessageTemplate.compose`) and
+`MessageTemplate.compose` alone, each call timed on its own over --compose-calls distinct
+subscribers of the issue just sent; median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import smtplib
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+AUDIENCE = "beslissers"
+SEND_NOW = "2026-11-30T08:00"
+SECRET = "bench-secret-key-0123456789abcdef0123456789"
+SENDER = "nieuwsbrief@ai-nieuws.example.nl"
+
+
+# --- the sink process ----------------------------------------------------------------------------
+class Sink:
+    """bench/smtp_sink.py in another process, driven over its stdin/stdout."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE / "smtp_sink.py"), "--kind", kind],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("PORT "):
+            raise SystemExit(f"the sink did not start: {line!r}")
+        self.port = int(line.split()[1])
+
+    def _ask(self, command: str) -> str:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self.process.stdout.readline().strip()
+
+    def reset(self) -> None:
+        assert self._ask("reset") == "ok"
+
+    def stats(self) -> tuple[int, float]:
+        """(messages, seconds from the first to the last) since the last reset."""
+        messages, _bytes, first, last = self._ask("stats").split()
+        if first == "-":
+            return 0, 0.0
+        return int(messages), float(last) - float(first)
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+# --- the site ------------------------------------------------------------------------------------
+def _without_tables(text: str, names: set[str]) -> str:
+    kept: list[str] = []
+    skipping = False
+    for line in text.splitlines(keepends=True):
+        header = re.match(r"\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$", line)
+        if header:
+            skipping = header.group(1) in names
+        if not skipping:
+            kept.append(line)
+    return "".join(kept)
+
+
+def write_config(site: Path, port: int, connections: int) -> Path:
+    text = _without_tables((REPO / "config.toml").read_text(encoding="utf-8"),
+                           {"delivery", "delivery.smtp", "store"})
+    text += f"""
+[delivery]
+transport = "smtp"
+
+[delivery.smtp]
+host = "127.0.0.1"
+port = {port}
+starttls = false
+ssl = false
+username_env = ""
+password_env = ""
+connections = {connections}
+rate = 0
+timeout = 30
+
+[store]
+url = "sqlite:///newsletter.db"
+"""
+    path = site / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def make_base(site: Path, size: int, port: int) -> float:
+    """The site with `size` subscribers in base.db; returns the import's seconds."""
+    from newsletter.config import load_config
+    from newsletter.model import ImportRow
+    from newsletter.store import Store
+
+    shutil.copytree(REPO / "content", site / "content")
+    shutil.copytree(REPO / "templates", site / "templates")
+    config = load_config(write_config(site, port, 1))
+    rows = (ImportRow(f"user{i}@example.nl", f"User {i}", (AUDIENCE,)) for i in range(size))
+    start = time.perf_counter()
+    with Store.open(config.store_url) as store:
+        result = store.import_rows(rows, datetime(2026, 11, 27, tzinfo=UTC), batch_size=2000)
+    seconds = time.perf_counter() - start
+    assert result.added == size, result
+    (site / "newsletter.db").rename(site / "base.db")
+    return seconds
+
+
+def fresh_database(site: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        (site / f"newsletter.db{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(site / "base.db", site / "newsletter.db")
+
+
+def send_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["NEWSLETTER_SECRET_KEY"] = SECRET
+    return env
+
+
+# --- one send ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Measured:
+    wall: float  # seconds, the whole command
+    rate: float  # messages per second, sink-side first to last
+    peak_rss: float  # MB, ru_maxrss of the process
+
+
+def wait_rusage(process: subprocess.Popen[bytes]) -> tuple[int, float]:
+    """Reap the child with wait4: (exit code, its peak RSS in MB)."""
+    _pid, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_maxrss / 1024
+
+
+def run_send(site: Path, sink: Sink, size: int, profile: Path | None = None) -> Measured:
+    fresh_database(site)
+    sink.reset()
+    command = [sys.executable, "-m", "newsletter", "send", AUDIENCE, "--now", SEND_NOW,
+               "--config", str(site / "config.toml")]
+    if profile is not None:
+        command[1:3] = [str(HERE / "send.py"), "--profile-send", str(profile), "--"]
+    with (site / "send.out").open("wb") as out, (site / "send.err").open("wb") as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, cwd=site, env=send_env(), stdout=out, stderr=err)
+        code, rss = wait_rusage(process)
+        wall = time.perf_counter() - start
+    output = (site / "send.out").read_text(encoding="utf-8")
+    if code != 0 or f"sent; {size} sent," not in output:
+        raise SystemExit(f"send failed (exit {code}):\n{output}\n"
+                         + (site / "send.err").read_text(encoding="utf-8")[-3000:])
+    messages, span = sink.stats()
+    if messages != size:
+        raise SystemExit(f"the sink got {messages} messages, expected {size}")
+    return Measured(wall, (messages - 1) / span if span > 0 else float("nan"), rss)
+
+
+def run_ceiling(message: Path, sink: Sink, size: int, connections: int) -> Measured:
+    sink.reset()
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "send.py"), "--replay", str(message), "--port", str(sink.port),
+         "--count", str(size), "--replay-connections", str(connections)],
+    )
+    code, rss = wait_rusage(process)
+    wall = time.perf_counter() - start
+    if code != 0:
+        raise SystemExit(f"the replay client failed (exit {code})")
+    messages, span = sink.stats()
+    if messages != size:
+        raise SystemExit(f"the sink got {messages} replayed messages, expected {size}")
+    return Measured(wall, (messages - 1) / span if span > 0 else float("nan"), rss)
+
+
+def replay(message: Path, port: int, count: int, connections: int) -> None:
+    """The ceiling client: `count` copies of one message over `connections` connections."""
+    data = message.read_bytes()  # already in wire format (dot-stuffed, CRLF, ending ".\r\n")
+    shares = [count // connections + (1 if i < count % connections else 0) for i in range(connections)]
+    starts = [sum(shares[:i]) for i in range(connections)]
+    errors: list[BaseException] = []
+
+    def client(first: int, share: int) -> None:
+        try:
+            smtp = smtplib.SMTP("127.0.0.1", port, local_hostname="bench.localhost", timeout=30)
+            smtp.ehlo()
+            for number in range(first, first + share):
+                if smtp.mail(SENDER)[0] != 250 or smtp.rcpt(f"user{number}@example.nl")[0] != 250:
+                    raise RuntimeError("envelope refused")
+                smtp.putcmd("data")
+                if smtp.getreply()[0] != 354:
+                    raise RuntimeError("DATA refused")
+                smtp.send(data)
+                if smtp.getreply()[0] != 250:
+                    raise RuntimeError("message refused")
+            smtp.quit()
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(s, n)) for s, n in zip(starts, shares, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise SystemExit(f"replay failed: {errors[0]!r}")
+
+
+# --- compose cost --------------------------------------------------------------------------------
+def compose_costs(site: Path, calls: int, message_out: Path | None = None) -> tuple[float, float, int]:
+    """Median µs of Personalizer.compose and of MessageTemplate.compose (one call timed at a
+    time, distinct subscribers) on the issue in site/newsletter.db, and the message size."""
+    from newsletter.campaign import message_template
+    from newsletter.config import load_config
+    from newsletter.delivery.smtp import _wire_format
+    from newsletter.sending import Personalizer, stored_digest
+    from newsletter.store import Store
+
+    config = load_config(site / "config.toml")
+    audience = config.audience(AUDIENCE)
+    with Store.open(config.store_url) as store:
+        (issue,) = store.list_issues(AUDIENCE)
+        people = [(d.subscriber_id, d.email, d.name) for d in store.list_deliveries(issue.id)][:calls]
+    template = message_template(config, audience, stored_digest(config, issue))
+    personalizer = Personalizer(config, issue, template, SECRET.encode())
+    date = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
+    first = personalizer.compose(people[0][0], people[0][1], people[0][2], date)
+    if message_out is not None:
+        message_out.write_bytes(_wire_format(first))
+    clock = time.perf_counter
+    full: list[float] = []
+    for subscriber_id, email, name in people:
+        start = clock()
+        personalizer.compose(subscriber_id, email, name, date)
+        full.append(clock() - start)
+    # the template alone, with the per-subscriber values computed outside the timing
+    values = [
+        dict(to_email=email, to_name=name, message_id=personalizer.message_id(sid), date=date,
+             unsubscribe_url=f"https://ai-nieuws.example.nl/afmelden/{personalizer.token(sid)}",
+             unsubscribe_mailto="mailto:afmelden@ai-nieuws.example.nl",
+             view_url="https://ai-nieuws.example.nl/archief/beslissers/2026-W49/")
+        for sid, email, name in people
+    ]
+    bare: list[float] = []
+    compose = template.compose
+    for kwargs in values:
+        start = clock()
+        compose(**kwargs)  # type: ignore[arg-type]
+        bare.append(clock() - start)
+    return statistics.median(full) * 1e6, statistics.median(bare) * 1e6, len(first)
+
+
+# --- where a message's time goes (in-process) ----------------------------------------------------
+def breakdown(site: Path, sink: Sink, size: int, connections: int) -> str:
+    """`send_issue` in this process with timers around the transport's send, the per-subscriber
+    compose and the store's per-batch calls; plus the transport's wire formatting (CRLF + dot
+    stuffing) of the real message, timed on its own. µs per message."""
+    from newsletter.builder import load_catalog
+    from newsletter.cli import parse_now
+    from newsletter.config import load_config
+    from newsletter.delivery.smtp import SMTPTransport, _wire_format
+    from newsletter.sending import Personalizer, SendOptions, prepare_issue, send_issue
+    from newsletter.store import Store
+
+    fresh_database(site)
+    write_config(site, sink.port, connections)
+    config = load_config(site / "config.toml")
+    now = parse_now(SEND_NOW, config.site.timezone)
+    catalog = load_catalog(config)
+    spent: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def timer(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                with lock:
+                    spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+        return timed
+
+    original_compose = Personalizer.compose
+    store = Store.open(config.store_url)
+    transport = SMTPTransport("127.0.0.1", sink.port, starttls=False, ssl=False,
+                              connections=connections, local_hostname="bench.localhost")
+    try:
+        issue, _plan = prepare_issue(config, config.audience(AUDIENCE), "2026-W49", now, store,
+                                     catalog.articles, catalog.rendered, now)
+        assert issue is not None
+        Personalizer.compose = timer("compose", original_compose)  # type: ignore[method-assign]
+        transport.send = timer("transport.send", transport.send)  # type: ignore[method-assign]
+        for name in ("claim_batch", "finish_many", "acquire_lease"):
+            setattr(store, name, timer("store", getattr(store, name)))
+        sink.reset()
+        start = time.perf_counter()
+        report = send_issue(config, issue, store, transport, SECRET.encode(), SendOptions())
+        wall = time.perf_counter() - start
+    finally:
+        Personalizer.compose = original_compose  # type: ignore[method-assign]
+        transport.close()
+        store.close()
+    assert report.counts["sent"] == size, report
+    message = (site / "message.eml").read_bytes()[:-3].replace(b"\r\n..", b"\r\n.")
+    wire: list[float] = []
+    for _ in range(1000):
+        begin = time.perf_counter()
+        _wire_format(message)
+        wire.append(time.perf_counter() - begin)
+    per = {name: seconds / size * 1e6 for name, seconds in spent.items()}
+    return (
+        f"in-process send_issue, n={size}, c={connections}: {size / wall:,.0f} msg/s, "
+        f"{wall / size * 1e6:.0f} µs/message of wall; summed over threads per message: "
+        f"transport.send {per['transport.send']:.0f} µs (its wire formatting alone "
+        f"{statistics.median(wire) * 1e6:.0f} µs), compose {per['compose']:.0f} µs, store "
+        f"(lease + claim + record, per batch of {SendOptions().batch_size}) {per['store']:.0f} µs"
+    )
+
+
+# --- profiling the sender (all threads) ----------------------------------------------------------
+def profile_send(output: Path, argv: Sequence[str]) -> None:
+    """Run `newsletter send` in this process with cProfile in every thread; stats to `output`."""
+    import cProfile
+    import pstats
+
+    profiles: list[cProfile.Profile] = []
+    lock = threading.Lock()
+    original_run = threading.Thread.run
+
+    def run(self: threading.Thread) -> None:
+        profile = cProfile.Profile()
+        with lock:
+            profiles.append(profile)
+        profile.enable()
+        try:
+            original_run(self)
+        finally:
+            profile.disable()
+
+    threading.Thread.run = run  # type: ignore[method-assign]
+    main_profile = cProfile.Profile()
+    profiles.append(main_profile)
+    from newsletter.cli import main
+
+    code = 0
+    main_profile.enable()
+    try:
+        main(list(argv), standalone_mode=False)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        main_profile.disable()
+    stats = pstats.Stats(profiles[0])
+    for profile in profiles[1:]:
+        stats.add(profile)
+    stats.dump_stats(str(output))
+    sys.exit(code)
+
+
+# --- report --------------------------------------------------------------------------------------
+def spread(values: Sequence[float], fmt: Callable[[float], str]) -> str:
+    if len(values) == 1:
+        return fmt(values[0])
+    return f"{fmt(statistics.median(values))} ({fmt(min(values))}-{fmt(max(values))})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000", help="subscribers, comma-separated")
+    parser.add_argument("--connections", default="1,2", help="SMTP connections, comma-separated")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sink", choices=["asyncio", "aiosmtpd"], default="asyncio")
+    parser.add_argument("--compose-calls", type=int, default=10_000)
+    parser.add_argument("--profile", metavar="DIR",
+                        help="also profile one extra send per size and connection count (cProfile, all threads) into DIR")
+    parser.add_argument("--keep", metavar="DIR", help="build the sites in DIR and keep them")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the parts of a message in an in-process send, per size and connection count")
+    # internal modes
+    parser.add_argument("--replay", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--replay-connections", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--profile-send", type=Path, help=argparse.SUPPRESS)
+    args, rest = parser.parse_known_args()
+    if args.profile_send:
+        profile_send(args.profile_send, [a for a in rest if a != "--"])
+        return
+    if args.replay:
+        replay(args.replay, args.port, args.count, args.replay_connections)
+        return
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    connection_counts = [int(c) for c in args.connections.split(",")]
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-send-"))
+    root.mkdir(parents=True, exist_ok=True)
+    sink = Sink(args.sink)
+    print(f"sink: bench/smtp_sink.py --kind {args.sink} (pid {sink.process.pid}, port {sink.port}); "
+          f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}", flush=True)
+    rows: list[str] = []
+    compose_line = ""
+    breakdowns: list[str] = []
+    try:
+        for size in sizes:
+            site = root / f"n{size}"
+            if site.exists():
+                shutil.rmtree(site)
+            site.mkdir()
+            seconds = make_base(site, size, sink.port)
+            print(f"{size} subscribers imported in {seconds:.1f} s", flush=True)
+            message = site / "message.eml"
+            for connections in connection_counts:
+                write_config(site, sink.port, connections)
+                sends: list[Measured] = []
+                ceilings: list[Measured] = []
+                for run in range(args.runs):
+                    if message.exists():
+                        ceilings.append(run_ceiling(message, sink, size, connections))
+                        sends.append(run_send(site, sink, size))
+                    else:  # the send first: the ceiling replays a message of its issue
+                        sends.append(run_send(site, sink, size))
+                        compose_costs(site, 10, message)
+                        ceilings.append(run_ceiling(message, sink, size, connections))
+                    print(f"  n={size} c={connections} run {run + 1}: send {sends[-1].wall:.2f} s, "
+                          f"{sends[-1].rate:,.0f} msg/s, ceiling {ceilings[-1].rate:,.0f} msg/s, "
+                          f"peak RSS {sends[-1].peak_rss:.0f} MB", flush=True)
+                if args.breakdown:
+                    breakdowns.append(breakdown(site, sink, size, connections))
+                if args.profile:
+                    folder = Path(args.profile)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    target = folder / f"send-n{size}-c{connections}.prof"
+                    run_send(site, sink, size, profile=target)
+                    print(f"  profile: {target}", flush=True)
+                ratios = [s.rate / c.rate for s, c in zip(sends, ceilings, strict=True)]
+                rows.append(
+                    f"{size:>11,} | {connections:>5} | {spread([s.wall for s in sends], lambda v: f'{v:.2f}'):>19} | "
+                    f"{spread([s.rate for s in sends], lambda v: f'{v:,.0f}'):>21} | "
+                    f"{spread([size / s.wall for s in sends], lambda v: f'{v:,.0f}'):>21} | "
+                    f"{spread([c.rate for c in ceilings], lambda v: f'{v:,.0f}'):>21} | "
+                    f"{spread([r * 100 for r in ratios], lambda v: f'{v:.0f}'):>12} | "
+                    f"{spread([s.peak_rss for s in sends], lambda v: f'{v:.0f}'):>13}"
+                )
+            if not compose_line:
+                full, bare, length = compose_costs(site, args.compose_calls)
+                compose_line = (
+                    f"compose per message ({length / 1024:.1f} KB message, median of "
+                    f"{min(args.compose_calls, size):,} calls): Personalizer.compose {full:.1f} µs "
+                    f"(token + links + template), MessageTemplate.compose {bare:.1f} µs"
+                )
+    finally:
+        sink.close()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    runs = f"median (min-max) of {args.runs} runs" if args.runs > 1 else "1 run"
+    print()
+    print(f"newsletter send -> {args.sink} sink on 127.0.0.1 (other process); {runs}")
+    print("msg/s: sink-side, first to last message; e2e: subscribers / wall of the whole command; "
+          "ratio: msg/s / ceiling")
+    print(f"{'subscribers':>11} | {'conns':>5} | {'send wall s':>19} | {'msg/s':>21} | "
+          f"{'e2e msg/s':>21} | {'ceiling msg/s':>21} | {'ratio %':>12} | {'peak RSS MB':>13}")
+    for row in rows:
+        print(row)
+    print(compose_line)
+    for line in breakdowns:
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
