@@ -409,6 +409,7 @@ def _print_report(report: SendReport) -> None:
         + f"; {counts.get('sent', 0)} sent, {counts.get('failed', 0)} failed, "
         f"{counts.get('suppressed', 0)} suppressed, {counts.get('unknown', 0)} unknown, "
         f"{counts.get('queued', 0)} still queued"
+        + (f", {counts['sending']} being sent" if counts.get("sending") else "")
     )
     if report.marked_unknown:
         click.echo(

@@ -330,8 +330,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "delivery",
         "batch_size",
-        200,
-        "Deliveries claimed per batch; unsubscribes are re-checked before each batch.",
+        50,
+        "Deliveries claimed per batch; unsubscribes are re-checked before each batch. A crash leaves at most one batch's unsent part as `unknown`.",
         _positive_int,
     ),
     Setting(

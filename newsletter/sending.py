@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import random
 import re
 import socket
@@ -22,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -47,6 +48,8 @@ from .tokens import make_token
 
 log = logging.getLogger(__name__)
 
+_FLUSH_EVERY = 32  # outcomes per ledger transaction
+_FLUSH_SECONDS = 0.25  # ... or this long after the last one
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _DEFAULT_NAMES = {"nl": "lezer", "en": "reader"}
 
@@ -57,7 +60,7 @@ class SendError(NewsletterError):
 
 @dataclass(frozen=True)
 class SendOptions:
-    batch_size: int = 200  # deliveries claimed at once: also the most that can end "unknown"
+    batch_size: int = 50  # deliveries claimed at once: also the most that can end "unknown"
     max_attempts: int = 3  # tries per message for transient failures (4xx, dropped connection)
     backoff: float = 1.0  # seconds before the 2nd try; doubled each time, with jitter
     max_consecutive_failures: int = 10  # then the issue pauses (the rest stays queued)
@@ -292,7 +295,7 @@ def send_issue(
         return report
     lease = f"issue:{issue.id}"
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    if not store.acquire_lease(lease, owner, options.lease_seconds, clock()):
+    if not _take_lease(store, lease, owner, options.lease_seconds, clock()):
         report.status = "busy"
         report.message = f"issue {issue.id} is being sent by another process"
         report.counts = store.delivery_counts(issue.id)
@@ -361,35 +364,35 @@ def _send_locked(
             if not batch:
                 break
             halt = threading.Event()  # set: workers stop starting new messages
-            futures: set[Future[_Outcome]] = {
+            results: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
+            for delivery in batch:
                 pool.submit(
-                    _deliver, personalizer, transport, sender, delivery, options, clock,
-                    halt, stop, sleep,
+                    _deliver_safely, personalizer, transport, sender, delivery, options, clock,
+                    halt, stop, sleep, results,
                 )
-                for delivery in batch
-            }
-            outcomes: list[_Outcome] = []
-            while futures:
-                finished, futures = wait(futures, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    outcome = future.result()
-                    outcomes.append(outcome)
-                    if outcome.status in ("failed", "unknown"):
-                        consecutive += 1
-                    elif outcome.status == "sent":
-                        consecutive = 0
-                    if outcome.pause and not pause:
-                        pause = outcome.pause
-                    elif consecutive >= options.max_consecutive_failures and not pause:
-                        pause = (
-                            f"{consecutive} deliveries failed in a row; last: {outcome.error}"
-                        )
-                    if pause:
-                        halt.set()
-            _record(store, outcomes, clock())
-            done += sum(1 for o in outcomes if o.status != "released")
-            if progress:
-                progress(done, total)
+            # Outcomes are recorded in small groups as they arrive, not once per batch: after
+            # a crash only what was really in flight (or not yet started) is left "sending".
+            pending: list[_Outcome] = []
+            flushed = time.monotonic()
+            for remaining in range(len(batch) - 1, -1, -1):
+                outcome = results.get()
+                pending.append(outcome)
+                if outcome.status in ("failed", "unknown"):
+                    consecutive += 1
+                elif outcome.status == "sent":
+                    consecutive = 0
+                if outcome.pause and not pause:
+                    pause = outcome.pause
+                elif consecutive >= options.max_consecutive_failures and not pause:
+                    pause = f"{consecutive} deliveries failed in a row; last: {outcome.error}"
+                if pause:
+                    halt.set()
+                if remaining == 0 or len(pending) >= _FLUSH_EVERY or time.monotonic() - flushed > _FLUSH_SECONDS:
+                    _record(store, pending, clock())
+                    done += sum(1 for o in pending if o.status != "released")
+                    pending, flushed = [], time.monotonic()
+                    if progress:
+                        progress(done, total)
     report.counts = store.delivery_counts(issue.id)
     if pause:
         report.status = "paused"
@@ -401,6 +404,32 @@ def _send_locked(
         store.set_issue_status(issue.id, "sent", clock())
         report.status = "sent"
     return report
+
+
+def _take_lease(store: Store, lease: str, owner: str, ttl: float, now: datetime) -> bool:
+    """The issue's lease; also from a sender on this host whose process is gone (killed), so a
+    rerun right after a crash resumes instead of waiting for the lease to expire."""
+    if store.acquire_lease(lease, owner, ttl, now):
+        return True
+    holder = store.lease_holder(lease)
+    if holder is None:
+        return False
+    host, _, rest = holder[0].partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+        return False
+    log.warning("taking over the lease %s from %s: that process is gone", lease, holder[0])
+    return store.take_over_lease(lease, holder[0], owner, ttl, now)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _record(store: Store, outcomes: Sequence[_Outcome], now: datetime) -> None:
@@ -416,6 +445,28 @@ def _record(store: Store, outcomes: Sequence[_Outcome], now: datetime) -> None:
     for outcome in outcomes:
         if outcome.suppress:
             store.suppress(outcome.delivery.email, f"bounced: {outcome.error}", now)
+
+
+def _deliver_safely(
+    personalizer: Personalizer,
+    transport: Transport,
+    sender: str,
+    delivery: Delivery,
+    options: SendOptions,
+    clock: Callable[[], datetime],
+    halt: threading.Event,
+    stop: threading.Event | None,
+    sleep: Callable[[float], None],
+    results: queue.SimpleQueue[_Outcome],
+) -> None:
+    """`_deliver`, whose outcome always reaches the collecting thread (an unexpected error
+    becomes "unknown": it may have happened after the server accepted the message)."""
+    try:
+        outcome = _deliver(personalizer, transport, sender, delivery, options, clock, halt, stop, sleep)
+    except BaseException as exc:  # noqa: BLE001 - reported as an outcome, never lost
+        log.exception("delivery %s to %s", delivery.id, delivery.email)
+        outcome = _Outcome(delivery, "unknown", "", f"internal error: {type(exc).__name__}: {exc}")
+    results.put(outcome)
 
 
 def _deliver(

@@ -1150,6 +1150,29 @@ class Store:
             values = {"name": name, "owner": owner, "expires_at": expires}
             return _insert_if_absent(conn, k, values, ["name"])
 
+    def lease_holder(self, name: str) -> tuple[str, datetime] | None:
+        """(owner, expires_at) of the lease, or None when nobody ever took it."""
+        k = locks_t
+        with self._tx(write=False) as conn:
+            row = _one(conn, sa.select(k.c.owner, k.c.expires_at).where(k.c.name == name))
+        return None if row is None else (row["owner"], row["expires_at"])
+
+    def take_over_lease(
+        self, name: str, dead_owner: str, owner: str, ttl_seconds: float, now: datetime
+    ) -> bool:
+        """Take a lease from an owner the caller KNOWS is dead (e.g. a killed process on this
+        host), whatever its expiry; only if ``dead_owner`` still holds it (compare and set)."""
+        _aware(now)
+        k = locks_t
+        with self._tx() as conn:
+            taken = conn.execute(
+                sa.update(k)
+                .where(k.c.name == name, k.c.owner == dead_owner)
+                .values(owner=owner, expires_at=now + timedelta(seconds=ttl_seconds)),
+                execution_options=_ROWCOUNT,
+            ).rowcount
+        return bool(taken)
+
     def release_lease(self, name: str, owner: str) -> bool:
         """Give the lease up; True if ``owner`` held it (an expired or foreign lease is untouched)."""
         k = locks_t

@@ -21,10 +21,8 @@ k is stratified over 1..N, so the kills cover the first batch, every part of the
 After each kill the same command is run again to completion and the ledger (through `Store`) and
 the server's recordings are checked.
 
-KNOWN BUG (see `test_an_immediate_rerun_after_sigkill_is_not_busy`): the killed process keeps the
-issue's lease (`sending.SendOptions.lease_seconds`, 300 s, not configurable) so an immediate rerun
-reports "busy" for up to five minutes. Until that is fixed the fault loop lets the lease expire
-through the Store API (`_expire_leases`, what waiting five minutes would do) before each rerun.
+The rerun comes immediately after the kill: the killed process still holds the issue's lease,
+and the rerun takes it over because that process (on this host) is gone.
 """
 
 from __future__ import annotations
@@ -39,7 +37,7 @@ import sys
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -63,8 +61,6 @@ SEED = 20261130
 SECRET = "fault-injection-secret-key-0123456789abcdef"
 TIMEOUT = 60.0  # seconds for any one command
 KILL_SIGNAL = signal.SIGKILL
-# Leases left by a SIGKILLed sender block a rerun for lease_seconds (300 s); see the docstring.
-EXPIRE_LEASES_BEFORE_RERUN = True
 
 
 # --- the site ------------------------------------------------------------------------------------
@@ -196,18 +192,6 @@ def read_ledger(config_path: Path) -> Ledger:
             return Ledger(None, {}, [])
         issue = issues[0]
         return Ledger(issue, store.delivery_counts(issue.id), list(store.list_deliveries(issue.id)))
-
-
-def _expire_leases(config_path: Path) -> None:
-    """What waiting out the dead sender's lease would do: take each issue lease as if its TTL
-    had passed (`acquire_lease` takes an expired lease), then give it up."""
-    config = load_config(config_path)
-    with Store.open(config.store_url) as store:
-        for issue in store.list_issues(AUDIENCE):
-            name = f"issue:{issue.id}"
-            later = datetime.now(UTC) + timedelta(days=1)  # leases run on the real clock
-            if store.acquire_lease(name, "fault-test", 1, later):
-                store.release_lease(name, "fault-test")
 
 
 def check_complete(
@@ -355,8 +339,6 @@ def test_sigkill_at_random_points_then_rerun_resumes_at_most_once(tmp_path: Path
             if crashed.counts:
                 assert crashed.counts["sent"] <= at_kill, f"{context}: {crashed.counts}"
 
-            if EXPIRE_LEASES_BEFORE_RERUN:
-                _expire_leases(config_path)
             resumed = run_send(config_path)
             output = f"{context}\nstdout:\n{resumed.stdout}\nstderr:\n{resumed.stderr}"
             assert resumed.returncode == 0, output
@@ -403,8 +385,6 @@ def test_retry_unknown_sends_the_unknown_ones(tmp_path: Path) -> None:
         assert reap(process) == -KILL_SIGNAL
         sink.on_message = None
         at_kill = sink.count()
-        if EXPIRE_LEASES_BEFORE_RERUN:
-            _expire_leases(config_path)
 
         resumed = run_send(config_path)
         assert resumed.returncode == 0, resumed.stderr
@@ -454,11 +434,6 @@ def test_sigterm_stops_cleanly_and_a_rerun_finishes(tmp_path: Path, at_message: 
         assert "in flight when an earlier run stopped" not in rerun.stderr
 
 
-@pytest.mark.xfail(
-    reason="bug: a SIGKILLed sender keeps the issue lease for lease_seconds (300 s), so the "
-    "rerun reports 'busy' instead of resuming (newsletter/sending.py send_issue)",
-    strict=True,
-)
 def test_an_immediate_rerun_after_sigkill_is_not_busy(tmp_path: Path) -> None:
     with running_sink(RecordingSink(delay=SERVER_DELAY)) as (sink, port):
         config_path = make_site(tmp_path / "site", port)
