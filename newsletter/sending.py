@@ -355,44 +355,61 @@ def _send_locked(
     workers = max(1, transport.parallelism)
     consecutive = 0
     pause = ""
+    halt = threading.Event()  # set: workers stop starting new messages
+    results: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
+    outstanding = 0
+    exhausted = False
+    renewed = time.monotonic()
+    pending: list[_Outcome] = []
+    flushed = time.monotonic()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send") as pool:
-        while not pause and not (stop and stop.is_set()):
-            if not store.acquire_lease(lease, owner, options.lease_seconds, clock()):
-                pause = "lost the issue's lease to another process"
-                break
+
+        def refill() -> None:
+            """Claim the next batch while the current one is still sending, so the connections
+            never wait for the ledger's commits."""
+            nonlocal outstanding, exhausted, pause, renewed
+            if time.monotonic() - renewed > options.lease_seconds / 4:
+                if not store.acquire_lease(lease, owner, options.lease_seconds, clock()):
+                    pause = "lost the issue's lease to another process"
+                    halt.set()
+                    return
+                renewed = time.monotonic()
             batch = store.claim_batch(issue.id, options.batch_size, clock())
             if not batch:
-                break
-            halt = threading.Event()  # set: workers stop starting new messages
-            results: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
+                exhausted = True
             for delivery in batch:
                 pool.submit(
                     _deliver_safely, personalizer, transport, sender, delivery, options, clock,
                     halt, stop, sleep, results,
                 )
-            # Outcomes are recorded in small groups as they arrive, not once per batch: after
-            # a crash only what was really in flight (or not yet started) is left "sending".
-            pending: list[_Outcome] = []
-            flushed = time.monotonic()
-            for remaining in range(len(batch) - 1, -1, -1):
-                outcome = results.get()
-                pending.append(outcome)
-                if outcome.status in ("failed", "unknown"):
-                    consecutive += 1
-                elif outcome.status == "sent":
-                    consecutive = 0
-                if outcome.pause and not pause:
-                    pause = outcome.pause
-                elif consecutive >= options.max_consecutive_failures and not pause:
-                    pause = f"{consecutive} deliveries failed in a row; last: {outcome.error}"
-                if pause:
-                    halt.set()
-                if remaining == 0 or len(pending) >= _FLUSH_EVERY or time.monotonic() - flushed > _FLUSH_SECONDS:
-                    _record(store, pending, clock())
-                    done += sum(1 for o in pending if o.status != "released")
-                    pending, flushed = [], time.monotonic()
-                    if progress:
-                        progress(done, total)
+            outstanding += len(batch)
+
+        refill()
+        while outstanding:
+            outcome = results.get()
+            outstanding -= 1
+            pending.append(outcome)
+            if outcome.status in ("failed", "unknown"):
+                consecutive += 1
+            elif outcome.status == "sent":
+                consecutive = 0
+            if outcome.pause and not pause:
+                pause = outcome.pause
+            elif consecutive >= options.max_consecutive_failures and not pause:
+                pause = f"{consecutive} deliveries failed in a row; last: {outcome.error}"
+            if pause:
+                halt.set()
+            # Outcomes are recorded in small groups as they arrive: after a crash only what was
+            # in flight or claimed but not started is left "sending".
+            if not outstanding or len(pending) >= _FLUSH_EVERY or time.monotonic() - flushed > _FLUSH_SECONDS:
+                _record(store, pending, clock())
+                done += sum(1 for o in pending if o.status != "released")
+                pending, flushed = [], time.monotonic()
+                if progress:
+                    progress(done, total)
+            stopping = halt.is_set() or (stop is not None and stop.is_set())
+            if not (stopping or exhausted) and outstanding <= workers * 2:
+                refill()
     report.counts = store.delivery_counts(issue.id)
     if pause:
         report.status = "paused"
