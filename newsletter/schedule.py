@@ -35,7 +35,6 @@ from apscheduler.events import (
     EVENT_JOB_MISSED,
     JobExecutionEvent,
 )
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -166,6 +165,9 @@ class SafeBackgroundScheduler(_NoJobsWhenStopped, BackgroundScheduler):  # type:
 
 
 def make_scheduler(config: Config, *, blocking: bool = True) -> BaseScheduler:
+    # The job store pulls in SQLAlchemy (~0.1 s): imported here so `newsletter plan` stays quick.
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+
     kind = SafeBlockingScheduler if blocking else SafeBackgroundScheduler
     scheduler = kind(
         jobstores={"default": SQLAlchemyJobStore(url=config.store_url, tablename=JOB_TABLE)},
