@@ -422,15 +422,15 @@ def _print_report(report: SendReport) -> None:
 def _dry_run(
     config: Config, audience: AudienceConfig, period: str, now: datetime, store: Store, catalog: Catalog
 ) -> None:
-    from .campaign import digest_settings, plan_issue, render_issue
+    from .campaign import digest_settings, render_issue
+    from .sending import plan_next
 
     issue = store.get_issue(audience.id, period)
     if issue is not None and issue.status != "draft":
         counts = store.delivery_counts(issue.id)
         click.echo(f"{audience.id} {period}: issue {issue.id} is {issue.status}: {issue.subject!r}; " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
         return
-    previous = store.last_issue(audience.id, statuses=("sent", "skipped"))
-    plan = plan_issue(audience, catalog.articles, now, previous.window_end if previous else None)
+    plan = plan_next(store, audience, catalog.articles, now)
     recipients = store.count_by_audience().get(audience.id, 0)
     if plan.empty:
         verdict = "would be skipped (empty)" if audience.skip_if_empty else "would fail: empty and skip_if_empty = false"
@@ -451,9 +451,9 @@ def _send_test(
     catalog: Catalog,
     address: str,
 ) -> None:
-    from .campaign import digest_settings, message_template, plan_issue, render_issue
+    from .campaign import digest_settings, message_template, render_issue
     from .model import Issue
-    from .sending import Personalizer, stored_digest
+    from .sending import Personalizer, plan_next, stored_digest
     from .store import InvalidEmailError, normalize_email
 
     try:
@@ -464,8 +464,7 @@ def _send_test(
     if issue is not None and issue.html:
         digest = stored_digest(config, issue)
     else:
-        previous = store.last_issue(audience.id, statuses=("sent", "skipped"))
-        plan = plan_issue(audience, catalog.articles, now, previous.window_end if previous else None)
+        plan = plan_next(store, audience, catalog.articles, now)
         if plan.empty:
             _fail(f"{audience.id} {period}: no new articles, nothing to test")
         digest = render_issue(plan, catalog.rendered, digest_settings(config))

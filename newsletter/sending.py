@@ -132,9 +132,7 @@ def prepare_issue(
     issue = store.get_issue(audience.id, period)
     if issue is not None and (issue.html or issue.status != "draft"):
         return issue, None
-    previous = store.last_issue(audience.id, statuses=("sent", "skipped"))
-    since = previous.window_end if previous is not None else None
-    plan = plan_issue(audience, articles, end, since)
+    plan = plan_next(store, audience, articles, end)
     if plan.empty:
         return None, plan
     digest = render_issue(plan, body, digest_settings(config))
@@ -152,6 +150,14 @@ def prepare_issue(
             issue.id, digest.subject, digest.preheader, digest.html, digest.text, digest.article_ids
         )
     return issue, plan
+
+
+def plan_next(
+    store: Store, audience: AudienceConfig, articles: Sequence[Article], end: datetime
+) -> IssuePlan:
+    """The next issue's articles: published after the previous sent (or skipped) issue ended."""
+    previous = store.last_issue(audience.id, statuses=("sent", "skipped"))
+    return plan_issue(audience, articles, end, previous.window_end if previous else None)
 
 
 def skip_issue(
@@ -356,6 +362,7 @@ def _send_locked(
     consecutive = 0
     pause = ""
     halt = threading.Event()  # set: workers stop starting new messages
+    worker = _Worker(personalizer, transport, sender, options, clock, halt, stop, sleep)
     results: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
     outstanding = 0
     exhausted = False
@@ -378,10 +385,7 @@ def _send_locked(
             if not batch:
                 exhausted = True
             for delivery in batch:
-                pool.submit(
-                    _deliver_safely, personalizer, transport, sender, delivery, options, clock,
-                    halt, stop, sleep, results,
-                )
+                pool.submit(_deliver_safely, worker, delivery, results)
             outstanding += len(batch)
 
         refill()
@@ -464,69 +468,65 @@ def _record(store: Store, outcomes: Sequence[_Outcome], now: datetime) -> None:
             store.suppress(outcome.delivery.email, f"bounced: {outcome.error}", now)
 
 
+@dataclass(frozen=True)
+class _Worker:
+    """What a sending thread needs for every message of the issue."""
+
+    personalizer: Personalizer
+    transport: Transport
+    sender: str
+    options: SendOptions
+    clock: Callable[[], datetime]
+    halt: threading.Event
+    stop: threading.Event | None
+    sleep: Callable[[float], None]
+
+
 def _deliver_safely(
-    personalizer: Personalizer,
-    transport: Transport,
-    sender: str,
-    delivery: Delivery,
-    options: SendOptions,
-    clock: Callable[[], datetime],
-    halt: threading.Event,
-    stop: threading.Event | None,
-    sleep: Callable[[float], None],
-    results: queue.SimpleQueue[_Outcome],
+    worker: _Worker, delivery: Delivery, results: queue.SimpleQueue[_Outcome]
 ) -> None:
     """`_deliver`, whose outcome always reaches the collecting thread (an unexpected error
     becomes "unknown": it may have happened after the server accepted the message)."""
     try:
-        outcome = _deliver(personalizer, transport, sender, delivery, options, clock, halt, stop, sleep)
+        outcome = _deliver(worker, delivery)
     except BaseException as exc:  # noqa: BLE001 - reported as an outcome, never lost
         log.exception("delivery %s to %s", delivery.id, delivery.email)
         outcome = _Outcome(delivery, "unknown", "", f"internal error: {type(exc).__name__}: {exc}")
     results.put(outcome)
 
 
-def _deliver(
-    personalizer: Personalizer,
-    transport: Transport,
-    sender: str,
-    delivery: Delivery,
-    options: SendOptions,
-    clock: Callable[[], datetime],
-    halt: threading.Event,
-    stop: threading.Event | None,
-    sleep: Callable[[float], None],
-) -> _Outcome:
+def _deliver(worker: _Worker, delivery: Delivery) -> _Outcome:
     """One message: compose, send, retry transient failures with backoff. Runs in a worker."""
-    if halt.is_set() or (stop is not None and stop.is_set()):
+    if worker.halt.is_set() or (worker.stop is not None and worker.stop.is_set()):
         return _Outcome(delivery, "released")
+    personalizer, options = worker.personalizer, worker.options
     message_id = personalizer.message_id(delivery.subscriber_id)
     try:
-        message = personalizer.compose(delivery.subscriber_id, delivery.email, delivery.name, clock())
+        message = personalizer.compose(
+            delivery.subscriber_id, delivery.email, delivery.name, worker.clock()
+        )
     except ValueError as exc:  # a name or address that cannot go into a header
         return _Outcome(delivery, "failed", message_id, f"cannot compose: {exc}")
-    send = transport.send
     for attempt in range(1, options.max_attempts + 1):
         try:
-            send(sender, delivery.email, message, message_id)
+            worker.transport.send(worker.sender, delivery.email, message, message_id)
             return _Outcome(delivery, "sent", message_id)
         except DeliveryError as exc:
             error = exc.message + (f" (SMTP {exc.code})" if exc.code else "")
-            kind = exc.kind
-            if kind == "unknown":
+            if exc.kind == "unknown":
                 return _Outcome(delivery, "unknown", message_id, error)
-            if kind == "permanent":
+            if exc.kind == "permanent":
                 enhanced = _ENHANCED.search(exc.message)
                 klass = enhanced.group(2) if enhanced else ""
                 if klass == "7":  # policy: our sending is blocked; more mail makes it worse
                     pause = f"policy rejection for {delivery.email}: {error}"
                     return _Outcome(delivery, "failed", message_id, error, pause=pause)
                 return _Outcome(delivery, "failed", message_id, error, suppress=klass == "1")
-            if attempt == options.max_attempts or halt.is_set():
+            if attempt == options.max_attempts or worker.halt.is_set():
                 error = f"gave up after {attempt} tries: {error}"
                 return _Outcome(delivery, "failed", message_id, error)
             # exponential backoff with full jitter, so parallel workers do not retry in step
-            sleep(random.uniform(0, options.backoff * 2 ** (attempt - 1)))
+            worker.sleep(random.uniform(0, options.backoff * 2 ** (attempt - 1)))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -536,6 +536,7 @@ __all__ = [
     "SendError",
     "SendOptions",
     "SendReport",
+    "plan_next",
     "prepare_issue",
     "send_issue",
     "skip_issue",
