@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
@@ -38,6 +39,7 @@ from .collector import (
     Workers,
     code_fingerprint,
     index_key,
+    inherited,
     is_published,
     micros,
     newest_first,
@@ -60,11 +62,13 @@ from .feeds import (
     render_feed,
     render_opml,
 )
-from .model import Article
+from .model import Article, RenderedBody
 from .output import (
     MANIFEST,
     BuildState,
     OutputFiles,
+    OutputWriter,
+    Stamp,
     WriteReport,
     load_state,
     safe_target,
@@ -74,6 +78,7 @@ from .output import (
 )
 
 INDEX_FILE = "index"  # the lean index; its record database is "index.db" beside it
+PARALLEL_MIN_FEEDS = 24  # fewer changed feed files are rendered in this process
 
 
 def content_settings(config: Config) -> ContentSettings:
@@ -112,6 +117,7 @@ class BuildResult:
     published: Sequence[str]  # article ids, newest first
     files: Mapping[str, bytes]  # every output by relative path (kept ones read on demand)
     report: WriteReport
+    rendered: Sequence[str] = ()  # the feed files this build rendered; the others were kept
 
 
 def build(
@@ -137,7 +143,7 @@ def build(
         published = newest_first(a for a in catalog.articles if is_published(a, now))
         files = build_feed_files(published, feed_settings(config), catalog.rendered)
         report = write_outputs(out, files)
-        return BuildResult(catalog, [a.id for a in published], files, report)
+        return BuildResult(catalog, [a.id for a in published], files, report, list(files))
     with Workers(workers) as pool:
         return _indexed_build(config, now, out, pool)
 
@@ -162,13 +168,16 @@ def _indexed_build(config: Config, now: datetime, out: Path, workers: Workers) -
     content, feeds = content_settings(config), feed_settings(config)
     index_path = site.cache_dir / INDEX_FILE
     found = walk(site.content_dir)
+    signature = scan_signature(found)
     state_path = _state_path(config, out)
     key = _state_key(content, feeds, out)
     state = load_state(state_path, key)
-    if state is not None and _still_valid(state, found, now, out):
+    if state is not None and _still_valid(state, signature, now, out):
         return _unchanged(site.content_dir, content, index_path, found, state, out, now)
 
     catalog = scan(site.content_dir, content, index_path, found=found, workers=workers)
+    del found  # 100k paths and stats: their memory is reused for what follows
+    writer = OutputWriter(out)
     try:
         published = published_entries(catalog.entries, now)
         if not published:
@@ -177,7 +186,6 @@ def _indexed_build(config: Config, now: datetime, out: Path, workers: Workers) -
         specs = plan_groups(published, feeds, itemgetter(LABELS), itemgetter(TAGS))
         previous = state.outputs if state is not None else {}
         fingerprints: dict[str, bytes] = {}
-        kept: list[str] = []
         stale: list[tuple[FeedSpec[Entry], str, str]] = []
         for spec in specs:
             for fmt in feeds.formats:
@@ -190,44 +198,35 @@ def _indexed_build(config: Config, now: datetime, out: Path, workers: Workers) -
                     and before[0] == fingerprint
                     and stamp(safe_target(out, rel)) == before[1]
                 ):
-                    kept.append(rel)
+                    writer.keep(rel)
                 else:
                     stale.append((spec, fmt, rel))
-        # Only the articles of feeds that changed are loaded, and their bodies rendered.
-        needed = {e[KEY]: e for spec, _, _ in stale for e in spec.articles}
-        catalog.prefetch(needed.values(), workers)
-        rendered: dict[str, bytes] = {}
-        full: dict[int, FeedSpec[Article]] = {}
-        for spec, fmt, rel in stale:
-            with_articles = full.get(id(spec))
-            if with_articles is None:
-                with_articles = spec.with_articles(catalog.article(e) for e in spec.articles)
-                full[id(spec)] = with_articles
-            rendered[rel] = render_feed(with_articles, fmt, feeds, catalog.rendered)
-        rendered["feeds.opml"] = render_opml(specs, feeds)
-        rendered["feeds.html"] = render_discovery_page(specs, feeds)
-        names = [*fingerprints, "feeds.opml", "feeds.html"]
-        report = write_outputs(out, rendered, unchanged=kept)
+        # Written as they come: a cold build never holds every feed file in memory.
+        for rel, data in _render_stale(catalog, stale, feeds, workers):
+            writer.write(rel, data)
+        lists = {"feeds.opml": render_opml(specs, feeds), "feeds.html": render_discovery_page(specs, feeds)}
+        for rel, data in lists.items():
+            writer.write(rel, data)
+        report = writer.finish()
         catalog.save_index()
     except BaseException:
         catalog.close()
         raise
 
-    outputs: dict[str, tuple[bytes, tuple[int, int, int, int]]] = {}
+    names = [*fingerprints, *lists]
+    outputs: dict[str, tuple[bytes, Stamp]] = {}
     for rel in [*names, MANIFEST]:
-        target = out / MANIFEST if rel == MANIFEST else safe_target(out, rel)
-        current = stamp(target)
-        if current is None:
-            continue
-        # opml, page and manifest are rendered every time; recorded only for the intact check
-        made_of = fingerprints.get(rel) or hashlib.blake2b(rendered.get(rel, b"")).digest()[:16]
-        outputs[rel] = (made_of, current)
+        current = stamp(out / MANIFEST if rel == MANIFEST else safe_target(out, rel))
+        if current is not None:
+            # The lists and the manifest are made every time: recorded for the intact check only.
+            made_of = fingerprints.get(rel) or hashlib.blake2b(lists.get(rel, b"")).digest()[:16]
+            outputs[rel] = (made_of, current)
     save_state(
         state_path,
         key,
         BuildState(
             outputs=outputs,
-            inputs=scan_signature(found) if catalog.settled else None,
+            inputs=signature if catalog.settled else None,
             window=publication_window(catalog.entries, now),
             articles=len(catalog.entries),
             published=len(published),
@@ -235,15 +234,55 @@ def _indexed_build(config: Config, now: datetime, out: Path, workers: Workers) -
         ),
     )
     ids = LazyList(len(published), lambda: [e[ID] for e in published])
-    return BuildResult(catalog, ids, OutputFiles(out, names, rendered), report)
+    rendered = [rel for _, _, rel in stale] + list(lists)
+    return BuildResult(catalog, ids, OutputFiles(out, names, lists), report, rendered)
 
 
-def _still_valid(state: BuildState, found: list[Found], now: datetime, out: Path) -> bool:
+def _render_stale(
+    catalog: Catalog,
+    stale: list[tuple[FeedSpec[Entry], str, str]],
+    feeds: FeedSettings,
+    workers: Workers,
+) -> Iterator[tuple[str, bytes]]:
+    """(path, bytes) of the feed files whose inputs changed; only their articles are loaded and
+    only their bodies rendered. Many feeds (a cold build) are rendered in forked workers that
+    share the articles and bodies with this process instead of receiving them."""
+    needed = {e[KEY]: e for spec, _, _ in stale for e in spec.articles}
+    catalog.prefetch(needed.values(), workers)
+    full: dict[int, FeedSpec[Article]] = {}
+    for spec, _, _ in stale:
+        if id(spec) not in full:
+            full[id(spec)] = spec.with_articles(catalog.article(e) for e in spec.articles)
+    specs = list(full.values())
+    index = {key: n for n, key in enumerate(full)}
+    jobs = [(index[id(spec)], fmt) for spec, fmt, _ in stale]
+    done = 0
+    if len(jobs) >= PARALLEL_MIN_FEEDS and workers.can_inherit:
+        bodies = {a.path: catalog.rendered(a) for spec in specs for a in spec.articles}
+        try:
+            for data in workers.map(_render_jobs, jobs, 4, inherit=(specs, bodies, feeds)):
+                yield stale[done][2], data
+                done += 1
+        except (BrokenProcessPool, OSError) as exc:
+            workers.failed(exc)
+    for (n, fmt), (_, _, rel) in zip(jobs[done:], stale[done:], strict=True):
+        yield rel, render_feed(specs[n], fmt, feeds, catalog.rendered)
+
+
+def _render_jobs(jobs: list[tuple[int, str]]) -> list[bytes]:
+    """Worker side of `_render_stale`."""
+    shared: tuple[list[FeedSpec[Article]], dict[str, RenderedBody], FeedSettings]
+    shared = inherited()  # type: ignore[assignment]
+    specs, bodies, feeds = shared
+    return [render_feed(specs[n], fmt, feeds, lambda a: bodies[a.path]) for n, fmt in jobs]
+
+
+def _still_valid(state: BuildState, signature: bytes, now: datetime, out: Path) -> bool:
     """No content file changed, `now` gives the same published set, and every output is as the
     last build left it."""
-    if state.inputs is None or not state.window[0] <= micros(now) < state.window[1]:
+    if state.inputs != signature or not state.window[0] <= micros(now) < state.window[1]:
         return False
-    return state.inputs == scan_signature(found) and state.intact(out)
+    return state.intact(out)
 
 
 def _unchanged(

@@ -7,16 +7,18 @@ The index has two parts, so that a rebuild loads only what it needs (issue 7):
 
 - a lean file (`index_path`): per article file its stat, a content hash and the few fields that
   decide which feeds it lands in (id, dates, draft, labels, tags), as plain tuples that load in
-  about 0.1 s for 100k files;
+  about 0.1 s for 100k files; a small delta file beside it (`<index_path>.delta`) holds the
+  entries changed since, so that one edit does not rewrite 30 MB;
 - a SQLite file beside it (`<index_path>.db`) of records keyed by content hash: the full
   `Article` (or `ArticleError`) and its rendered body, each read only when an output needs it.
 
-Both are tied to the package version, the code that parses, the libraries' versions and the
-content settings; a damaged or foreign part is deleted and rebuilt, never trusted.
+All parts are tied to the package version, the code that parses, the libraries' versions and
+the content settings; a damaged or foreign part is deleted and rebuilt, never trusted.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import gc
 import hashlib
@@ -27,14 +29,16 @@ import os
 import pickle
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from pathlib import Path
 from types import ModuleType
-from typing import Final, Literal, TypeVar, overload
+from typing import Any, Final, Literal, TypeVar, overload
 
 import markdown_it
 import nh3
@@ -57,6 +61,8 @@ _INDEX_FORMAT = 4  # bump whenever the layout of the index changes
 PARALLEL_MIN_FILES = 1000
 PARALLEL_MIN_BODIES = 300
 _CHUNK = 250
+_DELTA_MIN = 1000  # changed entries the delta file may hold (or 1% of all, if more)
+_SWEEP_SLACK = 1000  # records beyond two per entry before unnamed ones are swept up
 
 Stat = tuple[int, int, int, int]  # mtime_ns, ctime_ns, size, inode
 Found = tuple[str, Stat | str]  # relative POSIX path, and its stat or why it is unreadable
@@ -192,7 +198,7 @@ def _load_chunk(settings: ContentSettings, jobs: list[tuple[str, str, bytes | No
         if result is None:
             out.append((key, None, None))
         else:
-            out.append((key, _fields(result), pickle.dumps(result, pickle.HIGHEST_PROTOCOL)))
+            out.append((key, _fields(result), _row(b"a", key, result)))
     return out
 
 
@@ -209,12 +215,33 @@ def _render_chunk(jobs: list[tuple[str, str, bytes, str, str]]) -> list[bytes | 
         if _content_key(rel, raw) != key:
             out.append(None)
             continue
-        body = render_body(read_body(raw, rel), url, source)
-        out.append(pickle.dumps(body, pickle.HIGHEST_PROTOCOL))
+        out.append(_row(b"b", key, render_body(read_body(raw, rel), url, source)))
     return out
 
 
+def _row(kind: bytes, key: bytes, record: object) -> bytes:
+    """A record as stored: digest of (kind, key, payload), then the pickled payload. Made in
+    the worker, so the parent only inserts it."""
+    payload = pickle.dumps(record, pickle.HIGHEST_PROTOCOL)
+    return _record_digest(kind + key, payload) + payload
+
+
+def _unrow(row: bytes) -> Any:
+    return pickle.loads(memoryview(row)[16:])  # noqa: S301 - made by our own worker
+
+
 # --- worker processes ----------------------------------------------------------------------------
+def _trim_heap() -> None:
+    """Give freed C heap back to the system before forking (glibc keeps it otherwise), so the
+    workers do not inherit it. A no-op elsewhere."""
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
+
+
 def available_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -222,18 +249,30 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+_inherited: object = None  # what the parent handed to the workers it forked last
+
+
+def inherited() -> object:
+    """In a worker started by `Workers.map(..., inherit=x)`: that x, shared by forking, not
+    pickled, so jobs can be small indices into it."""
+    return _inherited
+
+
 class Workers:
     """Worker processes for one build, started on first use (only when a batch is large enough).
 
     Forked where the platform allows it, so workers start in milliseconds with every module
-    already imported; the parent's objects are frozen out of the garbage collector first, so the
-    workers do not copy the parent's memory by touching it.
+    already imported; the parent's objects are frozen out of the garbage collector while the
+    workers live, so that neither side copies the memory they share by touching it. Chunks are large (about 8 per
+    worker), so a worker rarely waits for the parent to hand it the next one.
     """
 
     def __init__(self, count: int | None = None) -> None:
         self.count = available_cpus() if count is None else max(1, count)
         self._pool: ProcessPoolExecutor | None = None
-        self._broken = False
+        # Forking a process that runs other threads (a web server, say) can copy a lock some
+        # thread holds; there everything stays in this process.
+        self._broken = threading.active_count() > 1
 
     def __enter__(self) -> Workers:
         return self
@@ -245,24 +284,51 @@ class Workers:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+            gc.unfreeze()
 
     @property
     def usable(self) -> bool:
         return self.count > 1 and not self._broken
 
-    def map(self, fn: Callable[[list[J]], list[R]], jobs: Sequence[J], chunk: int) -> Iterator[R]:
-        """fn over chunks of jobs in the workers; results flattened, in job order."""
-        chunks = [list(jobs[i : i + chunk]) for i in range(0, len(jobs), chunk)]
+    @property
+    def can_inherit(self) -> bool:
+        return self.usable and "fork" in multiprocessing.get_all_start_methods()
+
+    def map(
+        self,
+        fn: Callable[[list[J]], list[R]],
+        jobs: Sequence[J],
+        chunk: int,
+        inherit: object = None,
+    ) -> Iterator[R]:
+        """fn over chunks of jobs in the workers; results flattened, in job order. Chunks hold
+        at least `chunk` jobs, more when there are many (about 8 chunks per worker).
+
+        With `inherit`, fresh workers are forked now and see it through `inherited()` (only
+        where `can_inherit`)."""
+        global _inherited
+        size = max(chunk, -(-len(jobs) // (self.count * 8)))
+        chunks = [list(jobs[i : i + size]) for i in range(0, len(jobs), size)]
+        if inherit is not None:
+            self.close()
         if self._pool is None:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else None)
+            # Frozen until the workers are gone: a collection in this process would otherwise
+            # write to every page holding a tracked object, and each page written is copied.
             gc.collect()
             gc.freeze()
+            _trim_heap()
+            _inherited = inherit
             try:
                 self._pool = ProcessPoolExecutor(self.count, mp_context=context)
-                results = self._pool.map(fn, chunks)
-            finally:
+                results = self._pool.map(fn, chunks)  # forks the workers, submits every chunk
+            except BaseException:
+                self._pool = None
                 gc.unfreeze()
+                raise
+            finally:
+                _inherited = None
         else:
             results = self._pool.map(fn, chunks)
         for part in results:
@@ -291,7 +357,9 @@ def code_fingerprint(*modules: ModuleType) -> str:
 def _parser_fingerprint() -> str:
     versions = (getattr(module, "__version__", "?") for module in (yaml, markdown_it, nh3))
     libraries = " ".join(versions)
-    code = code_fingerprint(sys.modules[__name__], content, model, errors)
+    # python-frontmatter has no version attribute; the code that splits front matter stands in.
+    splitter = sys.modules["frontmatter.default_handlers"]
+    code = code_fingerprint(sys.modules[__name__], content, model, errors, splitter)
     return f"{__version__}|{sys.version}|{libraries}|{code}"
 
 
@@ -300,16 +368,23 @@ def index_key(settings: ContentSettings) -> bytes:
     return f"{_INDEX_FORMAT}|{_parser_fingerprint()}|{settings!r}".encode()
 
 
+class _Foreign(Exception):
+    """An index file written by another version or for other settings."""
+
+
 class _Index:
-    """The lean file at `path` and the record database beside it, opened for one scan."""
+    """The lean file at `path` (plus a delta file of recent changes) and the record database
+    beside it, opened for one scan."""
 
     def __init__(self, path: Path, settings: ContentSettings) -> None:
         self.path = path
         self.db_path = path.with_name(path.name + ".db")
+        self.delta_path = path.with_name(path.name + ".delta")
         self.key = index_key(settings)
         self.db: sqlite3.Connection | None = None
         self.generation = b""
-        self._writing = False
+        self.base_digest = b""  # checksum of the lean file as loaded or last written
+        self.pending: dict[str, Entry | None] = {}  # the changes in the delta file
 
     # opening
     def open(self) -> dict[str, Entry]:
@@ -370,44 +445,113 @@ class _Index:
                 log.warning("cannot remove %s%s: %s", self.db_path, suffix, exc)
 
     def _load_lean(self) -> dict[str, Entry]:
+        """The entries of the lean file, with the changes of its delta file applied."""
         try:
-            data = self.path.read_bytes()
-        except OSError:
-            return {}
-        try:
-            magic_len = len(_INDEX_MAGIC)
-            if data[:magic_len] != _INDEX_MAGIC:
-                raise ValueError("bad magic")
-            digest = data[magic_len : magic_len + 32]
-            key_len = int(data[magic_len + 32 : magic_len + 40])
-            key = data[magic_len + 40 : magic_len + 40 + key_len]
-            payload = memoryview(data)[magic_len + 40 + key_len :]
-            if key != self.key:
-                log.info("index %s is for other settings or another version; rebuilding", self.path)
+            base = self._read_sealed(self.path)
+            if base is None:
                 return {}
-            # Only checksummed data is unmarshalled: marshal is not meant for damaged input. The
-            # key covers this module's source, so intact data has the layout this code wrote.
-            checksum = hashlib.sha256(key)
-            checksum.update(payload)
-            if checksum.digest() != digest:
-                raise ValueError("checksum mismatch")
-            generation, entries = marshal.loads(payload)
-            del payload, data
+            digest, (generation, entries) = base
             if generation != self.generation:
                 raise ValueError("it belongs to another record database")
             if type(entries) is not list or (entries and len(entries[0]) != 12):
                 raise ValueError("unexpected layout")
-            return {e[PATH]: e for e in entries}
+            index = {e[PATH]: e for e in entries}
+            del base, entries
+            delta = self._read_sealed(self.delta_path)
+            if delta is not None:
+                _, (generation, of_base, changes) = delta
+                if generation != self.generation or of_base != digest:
+                    raise ValueError("its delta belongs to another index")
+                for path, entry in changes.items():
+                    if entry is None:
+                        index.pop(path, None)
+                    else:
+                        index[path] = entry
+                self.pending = changes
+            self.base_digest = digest
+            return index
+        except _Foreign:
+            log.info("index %s is for other settings or another version; rebuilding", self.path)
         except Exception as exc:  # any damage means: start over, never build from bad data
             log.warning("index %s is damaged (%s); rebuilding it", self.path, exc)
-            return {}
+        self.pending = {}
+        return {}
+
+    def _read_sealed(self, path: Path) -> tuple[bytes, Any] | None:
+        """(checksum, content) of a file written by `_write_sealed`; None if there is none.
+
+        Raises:
+            _Foreign: written under another key (version, code or settings).
+            ValueError: damaged.
+        """
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        magic_len = len(_INDEX_MAGIC)
+        if data[:magic_len] != _INDEX_MAGIC:
+            raise ValueError("bad magic")
+        digest = data[magic_len : magic_len + 32]
+        key_len = int(data[magic_len + 32 : magic_len + 40])
+        key = data[magic_len + 40 : magic_len + 40 + key_len]
+        if key != self.key:
+            raise _Foreign
+        payload = memoryview(data)[magic_len + 40 + key_len :]
+        # Only checksummed data is unmarshalled: marshal is not meant for damaged input. The
+        # key covers this module's source, so intact data has the layout this code wrote.
+        checksum = hashlib.sha256(key)
+        checksum.update(payload)
+        if checksum.digest() != digest:
+            raise ValueError("checksum mismatch")
+        return digest, marshal.loads(payload)
+
+    def _write_sealed(self, path: Path, content: Any) -> bytes:
+        payload = marshal.dumps(content, 4)
+        digest = hashlib.sha256(self.key)
+        digest.update(payload)
+        header = _INDEX_MAGIC + digest.digest() + f"{len(self.key):08d}".encode() + self.key
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(header)
+                handle.write(payload)
+            os.replace(tmp, path)
+        except OSError as exc:  # a cache that cannot be written only costs time
+            log.warning("cannot write index %s: %s", path, exc)
+            tmp.unlink(missing_ok=True)
+        return digest.digest()
+
+    def _write_lean(self, entries: list[Entry], changes: dict[str, Entry | None]) -> None:
+        """A few changes go to the small delta file; otherwise (or when it has grown to 1% of
+        the entries) the whole lean file is written again and the delta removed."""
+        merged = {**self.pending, **changes}
+        if self.base_digest and len(merged) <= max(_DELTA_MIN, len(entries) // 100):
+            self._write_sealed(self.delta_path, (self.generation, self.base_digest, merged))
+            self.pending = merged
+            return
+        self.delta_path.unlink(missing_ok=True)
+        self.base_digest = self._write_sealed(self.path, (self.generation, entries))
+        self.pending = {}
 
     # records
-    def _begin(self) -> sqlite3.Connection | None:
-        if self.db is not None and not self._writing:
-            self.db.execute("BEGIN")
-            self._writing = True
-        return self.db
+    def _write(self, statement: str, rows: Iterable[tuple[bytes, ...]]) -> bool:
+        """One short write transaction (no lock is held between them, so a catalog that is never
+        saved blocks no other build). False if the database failed."""
+        if self.db is None:
+            return False
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.executemany(statement, rows)
+                self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            self._failed(exc)
+            return False
+        return True
 
     def get(self, kind: bytes, key: bytes) -> bytes | None:
         """The verified payload of one record, or None (missing, damaged or no database)."""
@@ -445,54 +589,54 @@ class _Index:
         log.warning("index record %s is damaged; reading the file again", row_key.hex())
         return None
 
-    def put_many(self, kind: bytes, rows: Iterable[tuple[bytes, bytes]]) -> None:
-        try:
-            db = self._begin()
-            if db is not None:
-                db.executemany(
-                    "INSERT OR REPLACE INTO records VALUES (?, ?)",
-                    (
-                        (kind + key, _record_digest(kind + key, payload) + payload)
-                        for key, payload in rows
-                    ),
-                )
-        except sqlite3.DatabaseError as exc:
-            self._failed(exc)
+    def put_many(self, kind: bytes, records: Iterable[tuple[bytes, object]]) -> None:
+        self.put_rows(kind, ((key, _row(kind, key, record)) for key, record in records))
 
-    def save(self, entries: list[Entry] | None, garbage: Iterable[bytes]) -> None:
-        """Drop the records of replaced files, write the lean file (if given), commit."""
-        garbage = list(garbage)
-        if entries is None and not garbage and not self._writing:
+    def put_rows(self, kind: bytes, rows: Iterable[tuple[bytes, bytes]]) -> None:
+        """Store rows made by `_row`."""
+        self._write(
+            "INSERT OR REPLACE INTO records VALUES (?, ?)", ((kind + key, row) for key, row in rows)
+        )
+
+    def save(
+        self,
+        entries: list[Entry] | None,
+        changes: dict[str, Entry | None],
+        garbage: Iterable[bytes],
+    ) -> None:
+        """Write the lean entries (if given), then drop the records of replaced files.
+
+        Records are committed as they are made, before the lean file that names them; a crash
+        between the two leaves records nobody names, never an entry without its record."""
+        if self.db is None:
+            return
+        if entries is not None:
+            self._write_lean(entries, changes)
+        gone = [(kind + key,) for key in garbage for kind in (b"a", b"b")]
+        if gone:
+            self._write("DELETE FROM records WHERE key = ?", gone)
+        if entries is not None and not self.pending:  # a full lean file: sweep up orphans too
+            self._sweep(entries)
+
+    def _sweep(self, entries: list[Entry]) -> None:
+        """Delete records no entry names (left by scans that were never saved, or a crash),
+        when there are clearly too many of them."""
+        if self.db is None:
             return
         try:
-            db = self._begin()
-            if db is None:
+            (rows,) = self.db.execute("SELECT count(*) FROM records").fetchone()
+            if rows <= 2 * len(entries) + _SWEEP_SLACK:
                 return
-            db.executemany(
-                "DELETE FROM records WHERE key = ?",
-                ((kind + key,) for key in garbage for kind in (b"a", b"b")),
+            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS live (key BLOB PRIMARY KEY)")
+            self.db.execute("DELETE FROM live")
+            self.db.executemany(
+                "INSERT OR IGNORE INTO live VALUES (?)",
+                ((kind + e[KEY],) for e in entries for kind in (b"a", b"b")),
             )
-            if entries is not None:
-                self._write_lean(entries)
-            db.execute("COMMIT")
-            self._writing = False
+            self._write("DELETE FROM records WHERE key NOT IN (SELECT key FROM live)", [()])
+            self.db.execute("DELETE FROM live")
         except sqlite3.DatabaseError as exc:
             self._failed(exc)
-
-    def _write_lean(self, entries: list[Entry]) -> None:
-        payload = marshal.dumps((self.generation, entries), 4)
-        checksum = hashlib.sha256(self.key)
-        checksum.update(payload)
-        header = _INDEX_MAGIC + checksum.digest() + f"{len(self.key):08d}".encode() + self.key
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as handle:
-                handle.write(header)
-                handle.write(payload)
-            os.replace(tmp, self.path)
-        except OSError as exc:  # a cache that cannot be written only costs time
-            log.warning("cannot write index %s: %s", self.path, exc)
-            tmp.unlink(missing_ok=True)
 
     def _failed(self, exc: sqlite3.DatabaseError) -> None:
         """The database broke mid-build: stop using it, and if it is damaged rather than busy,
@@ -507,6 +651,7 @@ class _Index:
         if not ("locked" in str(exc) or "busy" in str(exc)):
             self._remove_db()
             self.path.unlink(missing_ok=True)
+            self.delta_path.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self.db is not None:
@@ -588,6 +733,7 @@ class Catalog:
         self._articles: LazyList[Article] | None = None
         self._count = 0
         self._lean_dirty = False
+        self._changes: dict[str, Entry | None] = {}
         self._garbage: set[bytes] = set()
         self._deferred: Callable[[], None] | None = None
 
@@ -664,13 +810,12 @@ class Catalog:
         all_entries: list[Entry] = slots  # type: ignore[assignment]  # every slot is filled now
         self._all = all_entries
         if todo or len(old) != len(all_entries):
-            self._lean_dirty = True
-            self._garbage = {e[KEY] for e in old.values()}.difference(e[KEY] for e in all_entries)
+            self._note_changes(old, todo)
         for entry in all_entries:
             if entry[ERROR]:
                 problem = self._record(entry)
-                assert isinstance(problem, ArticleError)
-                problems.append(problem)
+                if isinstance(problem, ArticleError):  # else: fixed since the scan began
+                    problems.append(problem)
         kept, duplicates = _drop_duplicate_ids([e for e in all_entries if not e[ERROR]])
         problems.extend(duplicates)
         problems.sort(key=lambda p: p.path)
@@ -678,6 +823,25 @@ class Catalog:
         self.problems = problems
         self._count = len(kept)
         self._by_path = None
+
+    def _note_changes(
+        self, old: dict[str, Entry], todo: list[tuple[int, str, Stat, Entry | None]]
+    ) -> None:
+        """What the index must learn: changed entries, removed paths, and the records of the
+        versions that are gone (to delete)."""
+        self._lean_dirty = True
+        for pos, rel, _, before in todo:
+            entry = self._all[pos]
+            self._changes[rel] = entry
+            if before is not None and before[KEY] != entry[KEY]:
+                self._garbage.add(before[KEY])
+        still_there = len(self._all) - sum(1 for *_, before in todo if before is None)
+        if still_there != len(old):  # some files are gone
+            present = {e[PATH] for e in self._all}
+            for rel, before in old.items():
+                if rel not in present:
+                    self._changes[rel] = None
+                    self._garbage.add(before[KEY])
 
     def _load_files(
         self,
@@ -721,17 +885,17 @@ class Catalog:
                 shared.setdefault(labels, labels),
                 shared.setdefault(tags, tags),
             )
-            if isinstance(record, bytes):
+            if isinstance(record, bytes):  # a row made by a worker
                 if self._index is not None:
                     pending.append((key, record))
-                if self._index is None or fields[0]:
-                    self._records[key] = pickle.loads(record)  # noqa: S301 - from our worker
+                if self._index is None or error:
+                    self._records[key] = _unrow(record)
             elif record is not None:
                 self._records[key] = record
                 if self._index is not None:
-                    pending.append((key, pickle.dumps(record, pickle.HIGHEST_PROTOCOL)))
+                    pending.append((key, _row(b"a", key, record)))
             if len(pending) >= 1000 and self._index is not None:
-                self._index.put_many(b"a", pending)
+                self._index.put_rows(b"a", pending)
                 pending.clear()
 
         if workers is not None and workers.usable and len(jobs) >= PARALLEL_MIN_FILES:
@@ -744,7 +908,7 @@ class Catalog:
             key, result = _load_one(rel, full, expected, self.settings)
             take(key, None if result is None else _fields(result), result)
         if pending and self._index is not None:
-            self._index.put_many(b"a", pending)
+            self._index.put_rows(b"a", pending)
 
     # records
     def _record(self, entry: Entry) -> Article | ArticleError:
@@ -758,8 +922,7 @@ class Catalog:
                 _, record = _load_one(entry[PATH], str(self.root / entry[PATH]), None, self.settings)
                 assert record is not None
                 if self._index is not None:
-                    blob = pickle.dumps(record, pickle.HIGHEST_PROTOCOL)
-                    self._index.put_many(b"a", [(key, blob)])
+                    self._index.put_many(b"a", [(key, record)])
             self._records[key] = record
         return record
 
@@ -812,7 +975,7 @@ class Catalog:
             body = render_body(read_body(raw, article.path), article.url, article.source)
             # Cached only if the file still holds the bytes the entry was made from.
             if entry is not None and self._index is not None and _content_key(entry[PATH], raw) == entry[KEY]:
-                self._index.put_many(b"b", [(entry[KEY], pickle.dumps(body, pickle.HIGHEST_PROTOCOL))])
+                self._index.put_many(b"b", [(entry[KEY], body)])
         self._bodies[article.path] = body
         return body
 
@@ -836,21 +999,22 @@ class Catalog:
         ]
         rows: list[tuple[bytes, bytes]] = []
         try:
-            for (entry, article), blob in zip(missing, workers.map(_render_chunk, jobs, 50), strict=False):
-                if blob is not None:
-                    self._bodies[article.path] = pickle.loads(blob)  # noqa: S301 - our worker
-                    rows.append((entry[KEY], blob))
+            for (entry, article), row in zip(missing, workers.map(_render_chunk, jobs, 50), strict=False):
+                if row is not None:
+                    self._bodies[article.path] = _unrow(row)
+                    rows.append((entry[KEY], row))
         except (BrokenProcessPool, OSError) as exc:
             workers.failed(exc)
         if self._index is not None:
-            self._index.put_many(b"b", rows)
+            self._index.put_rows(b"b", rows)
 
     def save_index(self) -> None:
         """Write what this scan parsed and rendered to the index (no-op without one)."""
         if self._deferred is not None or self._index is None:
             return
-        self._index.save(self._all if self._lean_dirty else None, self._garbage)
+        self._index.save(self._all if self._lean_dirty else None, self._changes, self._garbage)
         self._lean_dirty = False
+        self._changes = {}
         self._garbage = set()
 
     def close(self) -> None:
@@ -883,6 +1047,8 @@ def scan(
 
 
 def _drop_duplicate_ids(entries: list[Entry]) -> tuple[list[Entry], list[ArticleError]]:
+    if len(set(map(itemgetter(ID), entries))) == len(entries):
+        return entries, []  # the usual case, found at C speed
     owners: dict[str, Entry] = {}
     kept: list[Entry] = []
     problems: list[ArticleError] = []
@@ -919,9 +1085,14 @@ def published_entries(entries: Iterable[Entry], now: datetime) -> list[Entry]:
         for e in entries
         if not e[DRAFT] and e[PUBLISHED] <= at and (e[EXPIRY] is None or e[EXPIRY] > at)
     ]
-    # Two stable sorts: by id, then by date descending (reverse keeps equal dates in id order).
-    chosen.sort(key=lambda e: e[ID])
-    chosen.sort(key=lambda e: e[DATE], reverse=True)
+    chosen.sort(key=itemgetter(DATE), reverse=True)
+    # Equal dates (rare) go by id, as in newest_first: sort each run of them.
+    start = 0
+    for position in range(1, len(chosen) + 1):
+        if position == len(chosen) or chosen[position][DATE] != chosen[start][DATE]:
+            if position - start > 1:
+                chosen[start:position] = sorted(chosen[start:position], key=itemgetter(ID))
+            start = position
     return chosen
 
 
@@ -929,17 +1100,11 @@ def publication_window(entries: Iterable[Entry], now: datetime) -> tuple[int, in
     """[from, until) in epoch microseconds around `now` in which the published set stays the
     same: no publishDate is reached and no expiryDate passes."""
     at = micros(now)
-    lower, upper = -(2**63), 2**63
-    for e in entries:
-        if e[DRAFT]:
-            continue
-        for moment in (e[PUBLISHED], e[EXPIRY]):
-            if moment is None:
-                continue
-            if moment <= at:
-                lower = max(lower, moment)
-            else:
-                upper = min(upper, moment)
+    live = [e for e in entries if not e[DRAFT]]
+    moments = [e[PUBLISHED] for e in live]
+    moments.extend(expiry for e in live if (expiry := e[EXPIRY]) is not None)
+    lower = max((t for t in moments if t <= at), default=-(2**63))
+    upper = min((t for t in moments if t > at), default=2**63)
     return lower, upper
 
 

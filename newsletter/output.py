@@ -55,56 +55,80 @@ def write_atomic(target: Path, data: bytes) -> None:
         raise
 
 
-def write_outputs(
-    out_dir: Path, files: Mapping[str, bytes], unchanged: Iterable[str] = ()
-) -> WriteReport:
-    """Write every file whose bytes differ from what is on disk (an unchanged file keeps its
-    mtime, so HTTP ETag/Last-Modified stay valid), and remove files that an earlier build wrote
-    but this one no longer produces (e.g. the feed of a tag that is gone).
+class OutputWriter:
+    """Writes the outputs of one build as they are produced (so a big build need not hold every
+    file in memory), then `finish()` removes what the last build wrote and this one did not, and
+    updates the manifest. A file whose bytes are already on disk is not rewritten: it keeps its
+    mtime, so HTTP ETag/Last-Modified stay valid."""
 
-    Args:
-        unchanged: further outputs of this build that the caller knows are already on disk
-            with the right bytes (see `BuildState`); they are kept, not read or written.
-    """
-    report = WriteReport()
-    kept = set(unchanged)
-    every = sorted(kept.union(files))
-    for rel in every:
-        target = safe_target(out_dir, rel)
-        if rel in kept and rel not in files:
-            report.unchanged.append(rel)
-            continue
-        data = files[rel]
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.report = WriteReport()
+        self._listed: set[str] = set()
+
+    def write(self, rel: str, data: bytes) -> None:
+        target = safe_target(self.out_dir, rel)
+        self._listed.add(rel)
         try:
             if target.read_bytes() == data:
-                report.unchanged.append(rel)
-                continue
+                self.report.unchanged.append(rel)
+                return
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             pass
         try:
             write_atomic(target, data)
         except OSError as exc:
             raise OutputError(rel, f"cannot be written: {exc.strerror}") from exc
-        report.written.append(rel)
-    listed = set(every)
-    manifest = out_dir / MANIFEST
-    try:
-        previous = manifest.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        previous = []
-    for rel in previous:
-        if rel and rel not in listed:
-            try:
-                stale = safe_target(out_dir, rel)
-            except OutputError:
-                continue  # a tampered manifest must not delete anything outside out_dir
-            if stale.is_file():
-                stale.unlink()
-                report.removed.append(rel)
-    listing = "".join(f"{rel}\n" for rel in every).encode("utf-8")
-    if not manifest.exists() or manifest.read_bytes() != listing:
-        write_atomic(manifest, listing)
-    return report
+        self.report.written.append(rel)
+
+    def keep(self, rel: str) -> None:
+        """An output of this build that the caller knows is already on disk with the right
+        bytes (see `BuildState`): kept, not read or written."""
+        safe_target(self.out_dir, rel)
+        self._listed.add(rel)
+        self.report.unchanged.append(rel)
+
+    def finish(self) -> WriteReport:
+        manifest = self.out_dir / MANIFEST
+        try:
+            previous = manifest.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            previous = []
+        for rel in previous:
+            if rel and rel not in self._listed:
+                try:
+                    stale = safe_target(self.out_dir, rel)
+                except OutputError:
+                    continue  # a tampered manifest must not delete anything outside out_dir
+                if stale.is_file():
+                    stale.unlink()
+                    self.report.removed.append(rel)
+        listing = "".join(f"{rel}\n" for rel in sorted(self._listed)).encode("utf-8")
+        if not manifest.exists() or manifest.read_bytes() != listing:
+            write_atomic(manifest, listing)
+        for names in (self.report.written, self.report.unchanged, self.report.removed):
+            names.sort()
+        return self.report
+
+
+def write_outputs(
+    out_dir: Path, files: Mapping[str, bytes], unchanged: Iterable[str] = ()
+) -> WriteReport:
+    """Write every file whose bytes differ from what is on disk and remove files that an
+    earlier build wrote but this one no longer produces (e.g. the feed of a tag that is gone).
+
+    Args:
+        unchanged: further outputs of this build that the caller knows are already on disk
+            with the right bytes (see `BuildState`); they are kept, not read or written.
+    """
+    writer = OutputWriter(out_dir)
+    kept = set(unchanged)
+    for rel in sorted(kept.union(files)):
+        if rel in files:
+            writer.write(rel, files[rel])
+        else:
+            writer.keep(rel)
+    return writer.finish()
 
 
 def stamp(path: Path) -> Stamp | None:

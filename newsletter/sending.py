@@ -48,8 +48,7 @@ from .tokens import make_token
 
 log = logging.getLogger(__name__)
 
-_FLUSH_EVERY = 32  # outcomes per ledger transaction
-_FLUSH_SECONDS = 0.25  # ... or this long after the last one
+_FLUSH_SECONDS = 0.25  # record outcomes at least this often, even in a slow trickle
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _DEFAULT_NAMES = {"nl": "lezer", "en": "reader"}
 
@@ -364,31 +363,39 @@ def _send_locked(
     halt = threading.Event()  # set: workers stop starting new messages
     worker = _Worker(personalizer, transport, sender, options, clock, halt, stop, sleep)
     results: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
-    outstanding = 0
+    # The in-flight window: at most batch_size deliveries are "sending" in the ledger at any
+    # moment (claimed, not yet recorded), so a crash leaves at most that many "unknown". Half a
+    # window is recorded at a time and the freed half claimed again at once, so the connections
+    # keep working while the ledger commits.
+    window = options.batch_size
+    step = max(1, window // 2)
+    outstanding = 0  # claimed, outcome not yet back
     exhausted = False
     renewed = time.monotonic()
-    pending: list[_Outcome] = []
+    pending: list[_Outcome] = []  # outcome back, not yet recorded
     flushed = time.monotonic()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send") as pool:
 
-        def refill() -> None:
-            """Claim the next batch while the current one is still sending, so the connections
-            never wait for the ledger's commits."""
+        def top_up() -> None:
             nonlocal outstanding, exhausted, pause, renewed
+            room = window - outstanding - len(pending)
+            # claim half a window at a time (fewer, larger transactions), or whatever fits when
+            # nothing is in flight
+            if exhausted or room <= 0 or (room < step and outstanding):
+                return
             if time.monotonic() - renewed > options.lease_seconds / 4:
                 if not store.acquire_lease(lease, owner, options.lease_seconds, clock()):
                     pause = "lost the issue's lease to another process"
                     halt.set()
                     return
                 renewed = time.monotonic()
-            batch = store.claim_batch(issue.id, options.batch_size, clock())
-            if not batch:
-                exhausted = True
+            batch = store.claim_batch(issue.id, room, clock())
+            exhausted = not batch
             for delivery in batch:
                 pool.submit(_deliver_safely, worker, delivery, results)
             outstanding += len(batch)
 
-        refill()
+        top_up()
         while outstanding:
             outcome = results.get()
             outstanding -= 1
@@ -403,17 +410,14 @@ def _send_locked(
                 pause = f"{consecutive} deliveries failed in a row; last: {outcome.error}"
             if pause:
                 halt.set()
-            # Outcomes are recorded in small groups as they arrive: after a crash only what was
-            # in flight or claimed but not started is left "sending".
-            if not outstanding or len(pending) >= _FLUSH_EVERY or time.monotonic() - flushed > _FLUSH_SECONDS:
+            if not outstanding or len(pending) >= step or time.monotonic() - flushed > _FLUSH_SECONDS:
                 _record(store, pending, clock())
                 done += sum(1 for o in pending if o.status != "released")
                 pending, flushed = [], time.monotonic()
                 if progress:
                     progress(done, total)
-            stopping = halt.is_set() or (stop is not None and stop.is_set())
-            if not (stopping or exhausted) and outstanding <= workers * 2:
-                refill()
+            if not (halt.is_set() or (stop is not None and stop.is_set())):
+                top_up()
     report.counts = store.delivery_counts(issue.id)
     if pause:
         report.status = "paused"

@@ -1,10 +1,11 @@
 """Browser testing helpers: Debian's Chromium driven by Playwright, and a real HTTP server.
 
 Not a test module. Pages are tested the way a reader sees them: served over HTTP on 127.0.0.1
-and opened in headless Chromium. Import the fixtures into a test module (pytest runs with
-`rootdir/tests` prepended to sys.path, as for `from conftest import ...`):
+and opened in headless Chromium. conftest.py loads this module as a plugin, so its fixtures
+(`chromium_executable`, `chromium_context`, `browser_page`) exist ONCE for the whole session: a
+copy imported into each test module would start a second Playwright while the first still runs.
+The helpers are imported as usual:
 
-    from browser import browser_page, chromium_context, chromium_executable  # noqa: F401
     from browser import BrowserPage, serve_folder
 
 The browser is Debian's (`/usr/bin/chromium`, installed by `bash scripts/test.sh`), started by

@@ -14,6 +14,9 @@ import pytest
 from newsletter.builder import BuildResult, build
 from newsletter.config import Config, load_config
 
+# The browser fixtures, registered once for the session (see tests/browser.py).
+pytest_plugins = ["browser"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")

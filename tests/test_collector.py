@@ -6,6 +6,8 @@ import hashlib
 import os
 import pickle
 import random
+import sqlite3
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import replace
@@ -18,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import newsletter
+from newsletter import collector
 from newsletter.collector import Catalog, is_published, newest_first, scan, select
 from newsletter.content import ContentSettings, render_body
 from newsletter.model import Article
@@ -271,7 +274,24 @@ def test_fresh_files_are_not_trusted_from_the_index(content: Path, tmp_path: Pat
     write(content, "2026/01/new.md", article_text("New"), mtime=None)  # mtime = now: racy
     scan_saved(content, SITE, index)
     catalog = scan_saved(content, SITE, index)
-    assert catalog.parsed == 1
+    # Read and hashed again (an edit within the same tick would show), not re-parsed. All five
+    # count: os.utime set the others' mtime back, but their ctime is fresh too.
+    assert (catalog.rehashed, catalog.parsed) == (5, 0)
+    assert not catalog.settled
+
+
+def test_touched_file_is_hashed_not_parsed(
+    content: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(collector, "_RACY_NS", -(10**18))  # treat every file as old
+    index = tmp_path / "index.bin"
+    first = scan_saved(content, SITE, index)
+    assert first.settled
+    os.utime(content / "2026/01/a.md", (OLD + 60, OLD + 60))
+    catalog = scan_saved(content, SITE, index)
+    assert (catalog.rehashed, catalog.parsed) == (1, 0)
+    assert catalog.articles == first.articles
+    assert scan_saved(content, SITE, index).rehashed == 0  # the new stat was stored
 
 
 def _damaged(valid: bytes) -> dict[str, bytes]:
@@ -351,6 +371,118 @@ def test_unwritable_index_only_costs_time(content: Path, tmp_path: Path) -> None
     blocker.write_text("not a folder")
     catalog = scan_saved(content, SITE, blocker / "index.bin")
     assert catalog.parsed == 4 and len(catalog.articles) == 4
+
+
+def test_lean_index_without_its_database_is_not_trusted(content: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index.bin"
+    good = scan_saved(content, SITE, index)
+    (tmp_path / "index.bin.db").unlink()  # a new database gets a new generation
+    catalog = scan_saved(content, SITE, index)
+    assert catalog.parsed == 4 and catalog.articles == good.articles
+    assert scan_saved(content, SITE, index).parsed == 0
+
+
+def test_database_in_use_by_another_build_only_costs_time(content: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index.bin"
+    good = scan_saved(content, SITE, index)
+    write(content, "2026/01/e.md", article_text("E"))
+    other = sqlite3.connect(tmp_path / "index.bin.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        collector_timeout = 0.2
+        real_connect = sqlite3.connect
+
+        def quick(*args: object, **kwargs: object) -> sqlite3.Connection:
+            kwargs["timeout"] = collector_timeout
+            return real_connect(*args, **kwargs)  # type: ignore[arg-type]
+
+        collector.sqlite3.connect = quick  # type: ignore[assignment]
+        try:
+            busy = scan_saved(content, SITE, index)
+        finally:
+            collector.sqlite3.connect = real_connect
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert busy.parsed == 5 and len(busy.articles) == 5
+    assert paths(busy)[:4] == paths(good)[:2] + ["2026/01/e.md"] + paths(good)[2:3]
+    assert scan_saved(content, SITE, index).parsed == 1  # the index itself was left alone
+
+
+def test_parallel_scan_equals_serial_scan(content: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(content, "2026/01/bad.md", article_text("X", "2026-02-30"))
+    serial = scan(content, SITE)
+    monkeypatch.setattr(collector, "PARALLEL_MIN_FILES", 1)
+    with collector.Workers(2) as workers:
+        parallel = scan(content, SITE, tmp_path / "index.bin", workers=workers)
+        parallel.save_index()
+    assert parallel.articles == serial.articles
+    assert [str(p) for p in parallel.problems] == [str(p) for p in serial.problems]
+    again = scan(content, SITE, tmp_path / "index.bin")
+    assert again.parsed == 0 and again.articles == serial.articles
+
+
+def test_few_changes_go_to_the_delta_file(content: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    index = tmp_path / "index.bin"
+    delta = tmp_path / "index.bin.delta"
+    scan_saved(content, SITE, index)
+    base = index.read_bytes()
+    write(content, "2026/01/b.md", article_text("B edited", "2026-01-06T10:00:00Z"), mtime=OLD + 60)
+    (content / "2026/01/a.md").unlink()
+    edited = scan_saved(content, SITE, index)
+    assert index.read_bytes() == base and delta.is_file()  # only the delta was written
+    again = scan_saved(content, SITE, index)
+    assert again.parsed == 0 and again.articles == edited.articles
+    assert [a.title for a in again.articles] == ["B edited", "C", "D"]
+    delta.write_bytes(delta.read_bytes()[:-5])  # a damaged delta: start over
+    assert scan_saved(content, SITE, index).parsed == 3
+    monkeypatch.setattr(collector, "_DELTA_MIN", 0)  # many changes: the lean file is rewritten
+    write(content, "2026/01/b.md", article_text("B again", "2026-01-06T10:00:00Z"), mtime=OLD + 90)
+    scan_saved(content, SITE, index)
+    assert not delta.exists() and index.read_bytes() != base
+    assert [a.title for a in scan_saved(content, SITE, index).articles] == ["B again", "C", "D"]
+
+
+def test_scans_never_saved_hold_no_lock_and_their_records_are_swept(
+    content: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = tmp_path / "index.bin"
+    for n in range(6):  # each leaves the record of a version no saved index names
+        write(content, "2026/01/a.md", article_text(f"A{n}"), mtime=OLD + n)
+        unsaved = scan(content, SITE, index)  # kept alive: it must not block the next scan
+    db = sqlite3.connect(tmp_path / "index.bin.db")
+    assert db.execute("SELECT count(*) FROM records").fetchone()[0] == 4 + 5
+    monkeypatch.setattr(collector, "_SWEEP_SLACK", 0)
+    scan_saved(content, SITE, index)
+    assert db.execute("SELECT count(*) FROM records").fetchone()[0] == 4
+    assert scan_saved(content, SITE, index).articles[0].title == "A5"
+    db.close()
+    del unsaved
+
+
+def test_no_worker_processes_are_forked_from_a_threaded_process() -> None:
+    assert collector.Workers(2).usable
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert not collector.Workers(2).usable
+    finally:
+        release.set()
+        other.join()
+
+
+def test_lazy_list_knows_its_length_before_loading() -> None:
+    loads: list[int] = []
+
+    def load() -> list[int]:
+        loads.append(1)
+        return [1, 2, 3]
+
+    lazy = collector.LazyList(3, load)
+    assert len(lazy) == 3 and loads == []
+    assert lazy[0] == 1 and list(lazy) == [1, 2, 3] and lazy[1:] == [2, 3]
+    assert lazy == [1, 2, 3] and lazy == collector.LazyList(0, load) and loads == [1, 1]
 
 
 # --- Catalog bodies ---------------------------------------------------------------------------------

@@ -19,13 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from browser import (  # noqa: F401 - fixtures used by name
-    BrowserPage,
-    browser_page,
-    chromium_context,
-    chromium_executable,
-    serve_folder,
-)
+from browser import BrowserPage, serve_folder
 from conftest import REPO
 from playwright.sync_api import Page
 

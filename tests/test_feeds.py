@@ -11,13 +11,16 @@ from pathlib import Path
 import feedparser
 import pytest
 from conftest import NOW, copy_site
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lxml import etree
 
 from newsletter.builder import BuildResult, build, feed_settings
 from newsletter.collector import is_published, newest_first
 from newsletter.config import load_config
-from newsletter.content import ContentSettings, parse_article, render_body
-from newsletter.feeds import FeedSettings, build_feed_files, plan_feeds
+from newsletter.content import ContentSettings, parse_article, render_body, slugify
+from newsletter.feeds import FeedSettings, FeedSpec, build_feed_files, feed_fingerprint, plan_feeds
+from newsletter.model import Article
 
 NS = {
     "atom": "http://www.w3.org/2005/Atom",
@@ -315,3 +318,69 @@ def test_feed_without_full_content_uses_summaries(tmp_path: Path) -> None:
     atom = feedparser.parse(result.files["atom.xml"])
     assert not atom.bozo and all(e.link for e in atom.entries)
     assert all("content_html" not in i for i in json.loads(result.files["feed.json"])["items"])
+
+
+# --- planning: the grouping shortcut against the plain algorithm ---------------------------------
+def _plain_plan(published: list[Article], settings: FeedSettings) -> list[tuple[object, ...]]:
+    """plan_feeds as first written: group every article, cut each group at max_items."""
+    limit = settings.max_items
+    plan: list[tuple[object, ...]] = [("site", "", "", [a.id for a in published[:limit]])]
+    for kind, enabled in (("label", settings.per_label), ("tag", settings.per_tag)):
+        if not enabled:
+            continue
+        groups: dict[str, list[Article]] = {}
+        names: dict[str, str] = {}
+        for article in published:
+            for name in article.labels if kind == "label" else article.tags:
+                slug = slugify(name)
+                if not slug:
+                    continue
+                group = groups.setdefault(slug, [])
+                if not group or group[-1] is not article:
+                    group.append(article)
+                names[slug] = min(names.get(slug, name), name)
+        for slug in sorted(groups):
+            plan.append((kind, names[slug], slug, [a.id for a in groups[slug][:limit]]))
+    return plan
+
+
+_SPELLINGS = ["AI Hardware", "ai hardware", "AI-hardware", "Chips", "chips!", "!!!", "Ünï", "uni", "x"]
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    names=st.lists(
+        st.tuples(st.lists(st.sampled_from(_SPELLINGS), max_size=3), st.lists(st.sampled_from(_SPELLINGS), max_size=4)),
+        max_size=40,
+    ),
+    limit=st.integers(1, 5),
+    per_label=st.booleans(),
+    per_tag=st.booleans(),
+)
+def test_plan_feeds_equals_the_plain_grouping(
+    names: list[tuple[list[str], list[str]]], limit: int, per_label: bool, per_tag: bool
+) -> None:
+    start = datetime(2026, 1, 1, tzinfo=NOW.tzinfo)
+    published = [
+        Article(
+            id=f"{SITE}/p{n}/", path=f"p{n}.md", slug=f"p{n}", url=f"{SITE}/p{n}/", title=f"P{n}",
+            date=start - timedelta(hours=n), labels=tuple(labels), tags=tuple(tags),
+        )
+        for n, (labels, tags) in enumerate(names)
+    ]
+    settings_ = FeedSettings(SITE, "T", "D", max_items=limit, per_label=per_label, per_tag=per_tag)
+    got = [
+        (s.kind, s.name, s.directory.rpartition("/")[2], [a.id for a in s.articles])
+        for s in plan_feeds(published, settings_)
+    ]
+    assert got == _plain_plan(published, settings_)
+
+
+def test_fingerprint_changes_with_any_item_version_or_place() -> None:
+    spec = FeedSpec("tag", "AI", "T – AI", "tags/ai", ())
+    base = feed_fingerprint(spec, "rss", [b"a" * 16, b"b" * 16])
+    assert base == feed_fingerprint(spec, "rss", [b"a" * 16, b"b" * 16])
+    assert base != feed_fingerprint(spec, "rss", [b"b" * 16, b"a" * 16])  # order counts
+    assert base != feed_fingerprint(spec, "rss", [b"a" * 16])
+    assert base != feed_fingerprint(spec, "atom", [b"a" * 16, b"b" * 16])
+    assert base != feed_fingerprint(FeedSpec("tag", "Ai", "T – Ai", "tags/ai", ()), "rss", [b"a" * 16, b"b" * 16])

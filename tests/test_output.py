@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 from newsletter.errors import OutputError
-from newsletter.output import MANIFEST, safe_target, write_outputs
+from newsletter.output import (
+    MANIFEST,
+    BuildState,
+    OutputFiles,
+    load_state,
+    safe_target,
+    save_state,
+    stamp,
+    write_atomic,
+    write_outputs,
+)
 
 
 def test_unchanged_files_keep_their_mtime(tmp_path: Path) -> None:
@@ -56,3 +66,54 @@ def test_a_link_out_of_the_output_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(OutputError):
         write_outputs(out, {"tags/x/index.xml": b"x"})
     assert not (tmp_path / "x").exists()
+
+
+# --- files kept from an earlier build, and the build state ---------------------------------------
+def test_unchanged_files_are_kept_without_reading_and_stay_listed(tmp_path: Path) -> None:
+    write_outputs(tmp_path, {"a.xml": b"one", "b.xml": b"two", "old.xml": b"x"})
+    (tmp_path / "b.xml").write_bytes(b"not what the caller thinks")  # trusted, so left alone
+    report = write_outputs(tmp_path, {"a.xml": b"ONE"}, unchanged=["b.xml"])
+    assert (tmp_path / "b.xml").read_bytes() == b"not what the caller thinks"
+    assert report.written == ["a.xml"] and report.unchanged == ["b.xml"]
+    assert report.removed == ["old.xml"]
+    assert (tmp_path / MANIFEST).read_text() == "a.xml\nb.xml\n"
+
+
+def test_output_files_reads_kept_files_on_demand(tmp_path: Path) -> None:
+    write_outputs(tmp_path, {"k.xml": b"kept", "r.xml": b"old"})
+    files = OutputFiles(tmp_path, ["k.xml", "r.xml"], {"r.xml": b"new"})
+    assert list(files) == ["k.xml", "r.xml"] and len(files) == 2
+    assert files["k.xml"] == b"kept" and files["r.xml"] == b"new"
+    assert "k.xml" in files and "x.xml" not in files
+    with pytest.raises(KeyError):
+        files["x.xml"]
+    assert files == {"k.xml": b"kept", "r.xml": b"new"}
+
+
+def test_stamp_sees_a_rewrite_even_with_the_same_bytes_and_mtime(tmp_path: Path) -> None:
+    target = tmp_path / "a.xml"
+    write_atomic(target, b"same")
+    before = stamp(target)
+    mtime = target.stat().st_mtime_ns
+    write_atomic(target, b"same")
+    os.utime(target, ns=(mtime, mtime))
+    assert stamp(target) != before
+    assert stamp(tmp_path / "gone.xml") is None
+
+
+def test_build_state_round_trip_and_damage(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write_outputs(out, {"a.xml": b"1"})
+    state = BuildState(outputs={"a.xml": (b"f" * 16, stamp(out / "a.xml"))}, inputs=b"sig",
+                       window=(1, 2), articles=3, published=2)
+    path = tmp_path / "cache" / "build.state"
+    save_state(path, b"key", state)
+    loaded = load_state(path, b"key")
+    assert loaded == state and loaded is not None and loaded.intact(out)
+    assert load_state(path, b"other key") is None
+    path.write_bytes(path.read_bytes()[:-3] + b"xyz")
+    assert load_state(path, b"key") is None
+    (out / "a.xml").write_bytes(b"2")
+    assert not state.intact(out)
+    (out / "a.xml").unlink()
+    assert not state.intact(out)

@@ -32,12 +32,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from browser import (  # noqa: F401 - fixtures used by name
-    BrowserPage,
-    browser_page,
-    chromium_context,
-    chromium_executable,
-)
+from browser import BrowserPage
 from conftest import NOW, copy_site
 from playwright.sync_api import ViewportSize
 
