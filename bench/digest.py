@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import statistics
 import subprocess
 import sys
@@ -141,7 +142,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,30", help="articles per issue, comma-separated")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--recipients", type=int, default=10_000)
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here (bench/run.py)")
     args = parser.parse_args()
+    results: dict[str, object] = {"runs": args.runs, "issues": []}
     sizes = [int(s) for s in args.sizes.split(",")]
 
     imports = [
@@ -150,6 +153,7 @@ def main() -> None:
         for _ in range(args.runs)
     ]
     print(f"premailer import (fresh interpreter, {args.runs} runs): {ms(imports)}")
+    results["premailer_import_s"] = imports
 
     articles = load_articles()
     if len(articles) < max(sizes):
@@ -166,12 +170,18 @@ def main() -> None:
         inline = timed(functools.partial(digest_module.inline_css, document), args.runs)
         per_recipient = statistics.median(personalize_cost(digest, args.recipients))
         html_kb = len(digest.html.encode("utf-8")) / 1024
+        results["issues"].append(  # type: ignore[attr-defined]
+            {"articles": size, "render_s": total, "inline_s": inline, "html_kb": html_kb,
+             "personalize_s": per_recipient}
+        )
         print(
             f"{size:>8} | {ms(total):>22} | {ms(inline):>22} | {html_kb:5.1f} KB | "
             f"{per_recipient * 1e6:8.1f} µs | {per_recipient / statistics.median(total):>15.3%} | "
             f"{per_recipient / statistics.median(inline):>8.3%}",
             flush=True,
         )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ adds its own figure functions there.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -42,6 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -180,6 +182,7 @@ class Measurements:
     runs: int
     samples: dict[tuple[int, str, str], list[Sample]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    mail: dict[str, Any] = field(default_factory=dict)  # bench/digest.py, send.py, start-up
 
     def add(self, size: int, tool: str, phase: str, sample: Sample) -> None:
         self.samples.setdefault((size, tool, phase), []).append(sample)
@@ -326,9 +329,85 @@ def peak_memory(m: Measurements) -> list[Row]:
     return rows
 
 
-# Table order. Figures of the sending side (digest render time, compose cost, send rate, the
-# sink's ceiling) go here too, each as its own function returning rows.
-FIGURES: list[Figure] = [cold_build, no_change, one_change, cold_cpu, peak_memory]
+# --- the mail side: bench/digest.py and bench/send.py run in their own processes -----------------
+def _spread(values: Sequence[float], unit: str, scale: float = 1.0, digits: int = 0) -> str:
+    if not values:
+        return "–"
+    shown = [v * scale for v in values]
+    return (f"{statistics.median(shown):,.{digits}f} {unit} "
+            f"[{min(shown):,.{digits}f}–{max(shown):,.{digits}f}]")
+
+
+def startup(m: Measurements) -> list[Row]:
+    rows = []
+    for label, samples in m.mail.get("startup", {}).items():
+        rows.append(("–", f"start-up: {label}", _seconds(samples), "–", "–"))
+    return rows
+
+
+def digest_rows(m: Measurements) -> list[Row]:
+    data = m.mail.get("digest")
+    if not data:
+        return []
+    rows = [("–", "premailer import (once per process)",
+             _spread(data["premailer_import_s"], "ms", 1000), "–", "–")]
+    for issue in data["issues"]:
+        rows.append((f"{issue['articles']} articles", "digest render + inline (once per issue)",
+                     _spread(issue["render_s"], "ms", 1000, 1), "–", "–"))
+        rows.append((f"{issue['articles']} articles", "per-recipient substitution",
+                     f"{issue['personalize_s'] * 1e6:.0f} µs "
+                     f"({issue['personalize_s'] / statistics.median(issue['render_s']):.2%} of the render)",
+                     "–", "–"))
+    return rows
+
+
+def send_rows(m: Measurements) -> list[Row]:
+    data = m.mail.get("send")
+    if not data:
+        return []
+    rows = [("–", "compose one personalised message",
+             f"{data['compose_us']:.0f} µs (skeleton fill {data['template_compose_us']:.0f} µs, "
+             f"{data['message_kb']:.0f} KB)", "–", "–")]
+    for send in data["sends"]:
+        who = f"{send['subscribers']:,} subscribers, {send['connections']} conn."
+        rows.append((who, "send rate to a loopback sink", _spread(send["rate"], "msg/s"), "–", "–"))
+        rows.append((who, "sink ceiling (replayed messages)", _spread(send["ceiling"], "msg/s"), "–", "–"))
+        rows.append((who, "send rate / ceiling", _spread(send["ratio"], "%", 100), "–", "–"))
+        rows.append((who, "peak RSS of the sender", _spread(send["peak_rss_mb"], "MB"), "–", "–"))
+    return rows
+
+
+def collect_mail(m: Measurements, runs: int, subscribers: str) -> None:
+    """Digest, send and start-up figures, each script in its own process."""
+    with tempfile.TemporaryDirectory(prefix="newsletter-bench-mail-") as tmp:
+        out = Path(tmp)
+        subprocess.run([sys.executable, str(HERE / "digest.py"), "--runs", str(max(runs, 7)),
+                        "--json", str(out / "digest.json")], check=True, stdout=subprocess.DEVNULL)
+        m.mail["digest"] = json.loads((out / "digest.json").read_text())
+        subprocess.run([sys.executable, str(HERE / "send.py"), "--sizes", subscribers,
+                        "--runs", str(runs), "--json", str(out / "send.json")],
+                       check=True, stdout=subprocess.DEVNULL)
+        m.mail["send"] = json.loads((out / "send.json").read_text())
+        site = out / "site"
+        site.mkdir()
+        for name in ("config.toml", "content", "templates"):
+            source = REPO / name
+            (shutil.copytree if source.is_dir() else shutil.copy)(source, site / name)
+        commands = {
+            "newsletter --help": [sys.executable, "-m", "newsletter", "--help"],
+            "newsletter plan": [sys.executable, "-m", "newsletter", "plan", "--at", NOW],
+        }
+        subprocess.run(commands["newsletter plan"], cwd=site, check=True, stdout=subprocess.DEVNULL)
+        m.mail["startup"] = {
+            label: [measure(command, cwd=site) for _ in range(max(runs, 5))]
+            for label, command in commands.items()
+        }
+
+
+# Table order: the build side by corpus size, then the mail side.
+FIGURES: list[Figure] = [
+    cold_build, no_change, one_change, cold_cpu, peak_memory, startup, digest_rows, send_rows,
+]
 
 
 def table(m: Measurements, markdown: bool) -> str:
@@ -369,6 +448,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-hugo", action="store_true", help="skip Hugo even if installed")
     parser.add_argument("--drop-caches", action="store_true", help="drop the OS page cache before cold builds (root)")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument("--no-mail", action="store_true", help="only the build figures")
+    parser.add_argument("--subscribers", default="10000,100000",
+                        help="subscriber counts for the send figures (comma-separated)")
     parser.add_argument(
         "--project", type=Path, default=REPO,
         help="the checkout whose `python -m newsletter` to run (e.g. an older one, to compare)",
@@ -377,6 +459,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     hugo = not args.no_hugo and shutil.which("hugo") is not None
     sizes = [int(s) for s in args.sizes.split(",")]
     m = collect(sizes, args.runs, hugo, args.drop_caches, args.project.resolve())
+    if not args.no_mail:
+        collect_mail(m, args.runs, args.subscribers)
     print(describe(args.runs, hugo))
     print(table(m, args.markdown))
 

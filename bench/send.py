@@ -28,6 +28,7 @@ subscribers of the issue just sent; median.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -419,6 +420,7 @@ def main() -> None:
     parser.add_argument("--profile", metavar="DIR",
                         help="also profile one extra send per size and connection count (cProfile, all threads) into DIR")
     parser.add_argument("--keep", metavar="DIR", help="build the sites in DIR and keep them")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here (bench/run.py)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the parts of a message in an in-process send, per size and connection count")
     # internal modes
@@ -445,6 +447,7 @@ def main() -> None:
     print(f"sink: bench/smtp_sink.py --kind {args.sink} (pid {sink.process.pid}, port {sink.port}); "
           f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}", flush=True)
     rows: list[str] = []
+    results: dict[str, object] = {"runs": args.runs, "sends": []}
     compose_line = ""
     breakdowns: list[str] = []
     try:
@@ -480,6 +483,12 @@ def main() -> None:
                     run_send(site, sink, size, profile=target)
                     print(f"  profile: {target}", flush=True)
                 ratios = [s.rate / c.rate for s, c in zip(sends, ceilings, strict=True)]
+                results["sends"].append({  # type: ignore[attr-defined]
+                    "subscribers": size, "connections": connections,
+                    "wall_s": [s.wall for s in sends], "rate": [s.rate for s in sends],
+                    "ceiling": [c.rate for c in ceilings], "ratio": ratios,
+                    "peak_rss_mb": [s.peak_rss for s in sends],
+                })
                 rows.append(
                     f"{size:>11,} | {connections:>5} | {spread([s.wall for s in sends], lambda v: f'{v:.2f}'):>19} | "
                     f"{spread([s.rate for s in sends], lambda v: f'{v:,.0f}'):>21} | "
@@ -490,6 +499,7 @@ def main() -> None:
                 )
             if not compose_line:
                 full, bare, length = compose_costs(site, args.compose_calls)
+                results.update(compose_us=full, template_compose_us=bare, message_kb=length / 1024)
                 compose_line = (
                     f"compose per message ({length / 1024:.1f} KB message, median of "
                     f"{min(args.compose_calls, size):,} calls): Personalizer.compose {full:.1f} µs "
@@ -511,6 +521,8 @@ def main() -> None:
     print(compose_line)
     for line in breakdowns:
         print(line)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":
