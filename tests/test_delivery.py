@@ -36,7 +36,6 @@ from newsletter.message import MessageTemplate, make_message_id
 SENDER = "nieuwsbrief@ai-nieuws.example.nl"
 USER, PASSWORD = "redactie", "geheim-wachtwoord-123"
 
-cryptography = pytest.importorskip("cryptography")
 
 
 # --- messages ------------------------------------------------------------------------------------
