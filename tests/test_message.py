@@ -23,12 +23,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_digest import AUDIENCE, CONTENT
+from test_digest import SETTINGS as SITE
 
-from newsletter.content import ContentSettings, ParsedArticle, parse_article, render_body
+from newsletter.content import ParsedArticle, parse_article, render_body
 from newsletter.digest import (
     PLACEHOLDERS,
     AudienceSpec,
-    DigestSettings,
     RenderedDigest,
     personalize,
     render_digest,
@@ -44,20 +45,7 @@ UNSUBSCRIBE = "https://ai-nieuws.example.nl/afmelden/AQEAAAAAAAAAKmsNHvA?x=1&y=%
 MAILTO = "mailto:afmelden@ai-nieuws.example.nl?subject=unsubscribe"
 VIEW = "https://ai-nieuws.example.nl/bekijk/48?t=abc&u=%%NAME%%"
 
-# --- a real digest, built like tests/test_digest.py builds one ---------------------------------
-CONTENT = ContentSettings("https://example.nl")
-SITE = DigestSettings(
-    site_title="AI-nieuws",
-    site_url="https://example.nl",
-    sender_line="AI-nieuws · Postbus 123 · 1000 AB Amsterdam",
-)
-AUDIENCE = AudienceSpec(
-    id="beslissers",
-    title="Voor beslissers",
-    description="Het belangrijkste AI-nieuws van de week, voor wie beslist.",
-    highlight_section="Wat kun je hier morgen mee?",
-    utm={"utm_source": "newsletter", "utm_medium": "email", "utm_campaign": "beslissers"},
-)
+# --- a real digest, from the same articles, site and audience as tests/test_digest.py --------
 
 
 def article(path: str, body: str = "Een alinea tekst.\n", **meta: Any) -> ParsedArticle:
