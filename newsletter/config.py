@@ -404,7 +404,7 @@ SETTINGS: tuple[Setting, ...] = (
         "store",
         "url",
         "sqlite:///newsletter.db",
-        "Database of subscribers, issues and deliveries: a SQLite file (a relative path is relative to config.toml) or a `postgresql://` URL.",
+        "Database of subscribers, issues and deliveries: a SQLite file (a relative path is relative to config.toml) or PostgreSQL, `postgresql+psycopg://user@host/db` after `pip install -e '.[postgresql]'`.",
         _store_url,
     ),
     Setting("web", "host", "127.0.0.1", "Address `newsletter serve` listens on.", _nonempty_str),
