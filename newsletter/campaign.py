@@ -145,7 +145,11 @@ def write_preview(
     base = config.public_url
     unsubscribe = links.unsubscribe_url(base, SAMPLE_TOKEN)
     view = links.archive_url(config.site.url, audience.id, period_of(config, audience, now))
-    html, text = personalize(digest, name=SAMPLE_NAME, unsubscribe_url=unsubscribe, view_url=view)
+    preferences = links.preferences_url(base, SAMPLE_TOKEN)
+    html, text = personalize(
+        digest, name=SAMPLE_NAME, unsubscribe_url=unsubscribe, view_url=view,
+        preferences_url=preferences,
+    )
     eml = message_template(config, audience, digest).compose(
         to_email=SAMPLE_EMAIL,
         to_name=SAMPLE_NAME,
@@ -154,6 +158,7 @@ def write_preview(
         unsubscribe_url=unsubscribe,
         unsubscribe_mailto=links.unsubscribe_mailto(config.email.unsubscribe_mailto, SAMPLE_TOKEN),
         view_url=view,
+        preferences_url=preferences,
     )
     files = {
         "digest.html": html.encode("utf-8"),

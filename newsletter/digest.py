@@ -58,6 +58,7 @@ PLACEHOLDERS: Mapping[str, str] = {
     "name": "%%NAME%%",
     "unsubscribe_url": "%%UNSUBSCRIBE_URL%%",
     "view_url": "%%VIEW_URL%%",
+    "preferences_url": "%%PREFERENCES_URL%%",
 }
 _PLACEHOLDER_RE = re.compile("|".join(re.escape(token) for token in PLACEHOLDERS.values()))
 
@@ -144,6 +145,7 @@ _STRINGS: dict[str, dict[str, str]] = {
         "view_in_browser": "Bekijk deze e-mail in je browser",
         "view_short": "Bekijk online",
         "unsubscribe": "Uitschrijven",
+        "preferences": "Je voorkeuren",
         "why": "Je ontvangt deze e-mail omdat je bent ingeschreven op {audience} van {site}.",
         "unsubscribe_note": "Geen interesse meer? Je kunt je met één klik uitschrijven.",
         "to_site": "Naar de website",
@@ -161,6 +163,7 @@ _STRINGS: dict[str, dict[str, str]] = {
         "view_in_browser": "View this e-mail in your browser",
         "view_short": "View online",
         "unsubscribe": "Unsubscribe",
+        "preferences": "Preferences",
         "why": "You receive this e-mail because you subscribed to {audience} from {site}.",
         "unsubscribe_note": "No longer interested? You can unsubscribe with one click.",
         "to_site": "Visit the website",
@@ -312,15 +315,26 @@ def _headline(
 
 
 def personalize(
-    digest: RenderedDigest, *, name: str, unsubscribe_url: str, view_url: str
+    digest: RenderedDigest,
+    *,
+    name: str,
+    unsubscribe_url: str,
+    view_url: str,
+    preferences_url: str | None = None,
 ) -> tuple[str, str]:
     """(html, text) for one subscriber: the placeholders replaced, nothing re-rendered.
 
     The values are HTML-escaped in the html part and raw in the text part. An empty name greets
     with `digest.default_name` ("lezer"). The replacement is one pass, so a value that itself
-    looks like a placeholder is never substituted again.
+    looks like a placeholder is never substituted again. Without a preferences URL the
+    preferences link goes to the unsubscribe page (which links to the preferences itself).
     """
-    for label, url in (("unsubscribe_url", unsubscribe_url), ("view_url", view_url)):
+    preferences_url = preferences_url or unsubscribe_url
+    for label, url in (
+        ("unsubscribe_url", unsubscribe_url),
+        ("view_url", view_url),
+        ("preferences_url", preferences_url),
+    ):
         if urlsplit(url).scheme not in ("https", "http") or any(c in url for c in "\r\n\t "):
             raise ValueError(f"{label} must be an absolute http(s) URL, got {url!r}")
     shown = " ".join(name.split()) or digest.default_name
@@ -328,6 +342,7 @@ def personalize(
         PLACEHOLDERS["name"]: shown,
         PLACEHOLDERS["unsubscribe_url"]: unsubscribe_url,
         PLACEHOLDERS["view_url"]: view_url,
+        PLACEHOLDERS["preferences_url"]: preferences_url,
     }
     escaped = {token: html.escape(value, quote=True) for token, value in raw.items()}
     html_part = _PLACEHOLDER_RE.sub(lambda m: escaped[m.group(0)], digest.html)

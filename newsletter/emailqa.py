@@ -23,6 +23,7 @@ SUBJECT_WARN = 78
 # What a long real value looks like, so the size check measures a mail as sent.
 SAMPLE_UNSUBSCRIBE = "https://example.nl/afmelden/" + "x" * 120
 SAMPLE_VIEW = "https://example.nl/bekijk/" + "x" * 120
+SAMPLE_PREFERENCES = "https://example.nl/voorkeuren/" + "x" * 120
 _LEFTOVER = re.compile(r"%%[A-Z][A-Z0-9_]*%%")
 _ALLOWED_SCHEMES = ("https://", "http://", "mailto:", "tel:", "#")
 
@@ -46,7 +47,8 @@ def check_digest(digest: RenderedDigest) -> list[Finding]:
         found.append(Finding(level, digest.audience_id, element, message))
 
     html, text = personalize(
-        digest, name="Voorbeeld Lezer", unsubscribe_url=SAMPLE_UNSUBSCRIBE, view_url=SAMPLE_VIEW
+        digest, name="Voorbeeld Lezer", unsubscribe_url=SAMPLE_UNSUBSCRIBE, view_url=SAMPLE_VIEW,
+        preferences_url=SAMPLE_PREFERENCES,
     )
     if any(c in digest.subject for c in "\r\n"):
         add("error", "subject", "contains a line break")

@@ -42,8 +42,8 @@ _QP_LINE = 76  # RFC 2045 §6.7 (5)
 
 # Slot numbers: the index into the values tuple `compose` builds.
 _SLOT_DATE, _SLOT_TO, _SLOT_MESSAGE_ID, _SLOT_LIST_UNSUBSCRIBE = 0, 1, 2, 3
-_TEXT_BASE, _HTML_BASE = 4, 7
-_BODY_SLOTS = {"name": 0, "unsubscribe_url": 1, "view_url": 2}
+_TEXT_BASE, _HTML_BASE = 4, 8
+_BODY_SLOTS = {"name": 0, "unsubscribe_url": 1, "view_url": 2, "preferences_url": 3}
 _TOKEN_SLOT = {PLACEHOLDERS[key]: offset for key, offset in _BODY_SLOTS.items()}
 _TOKEN_RE = re.compile("|".join(re.escape(token) for token in PLACEHOLDERS.values()))
 
@@ -201,6 +201,7 @@ class MessageTemplate:
         unsubscribe_url: str,
         unsubscribe_mailto: str,
         view_url: str,
+        preferences_url: str | None = None,
     ) -> bytes:
         """The message for one subscriber, as bytes ready for SMTP (CRLF, 7-bit).
 
@@ -212,6 +213,8 @@ class MessageTemplate:
             unsubscribe_url: https one-click URL, in List-Unsubscribe and the bodies.
             unsubscribe_mailto: 'mailto:...' for List-Unsubscribe.
             view_url: http(s) URL of the web version, in the bodies.
+            preferences_url: http(s) URL of the subscriber's settings, in the bodies
+                (default: the unsubscribe URL, whose page links to them).
 
         Raises:
             ValueError: a value that is malformed or carries control characters (names the
@@ -227,6 +230,8 @@ class MessageTemplate:
             raise ValueError("Date: the datetime must be timezone-aware")
         _check_url("unsubscribe_url", unsubscribe_url)
         _check_url("view_url", view_url)
+        preferences_url = preferences_url or unsubscribe_url
+        _check_url("preferences_url", preferences_url)
         if not unsubscribe_url.startswith("https://") or not _HEADER_URI.fullmatch(unsubscribe_url):
             raise ValueError(
                 f"List-Unsubscribe: {unsubscribe_url!r} must be an https URL of printable ASCII"
@@ -264,9 +269,11 @@ class MessageTemplate:
             _qp_value(greeting),
             _qp_value(unsubscribe_url),
             _qp_value(view_url),
+            _qp_value(preferences_url),
             _qp_value(html.escape(greeting, quote=True)),
             _qp_value(html.escape(unsubscribe_url, quote=True)),
             _qp_value(html.escape(view_url, quote=True)),
+            _qp_value(html.escape(preferences_url, quote=True)),
         )
         out = self._pieces.copy()
         for index, slot in self._slots:

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from . import links
 from .campaign import (
@@ -48,6 +48,8 @@ from .tokens import make_token
 
 log = logging.getLogger(__name__)
 
+# A preferences link may re-subscribe (a signed opt-in), so unlike the unsubscribe link it expires.
+PREFERENCES_LINK_TTL = timedelta(days=365)
 _FLUSH_SECONDS = 0.25  # record outcomes at least this often, even in a slow trickle
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _DEFAULT_NAMES = {"nl": "lezer", "en": "reader"}
@@ -246,12 +248,17 @@ class Personalizer:
         self._host = site_host(config)
         self._view = links.archive_url(config.site.url, issue.audience_id, issue.period)
 
-    def token(self, subscriber_id: int) -> str:
+    def token(self, subscriber_id: int, purpose: str = "unsubscribe") -> str:
         if self._key is None:
             return "TEST"  # a --test-to message: the links show their shape only
         # issued_at is the issue's creation, so a resumed send builds byte-identical messages
+        if purpose == "preferences":  # covers every audience (the web service's "*"), expires
+            return make_token(
+                self._key, subscriber_id, "*", purpose, self._issue.created_at,
+                ttl=PREFERENCES_LINK_TTL,
+            )
         return make_token(
-            self._key, subscriber_id, self._issue.audience_id, "unsubscribe", self._issue.created_at
+            self._key, subscriber_id, self._issue.audience_id, purpose, self._issue.created_at
         )
 
     def message_id(self, subscriber_id: int) -> str:
@@ -268,6 +275,7 @@ class Personalizer:
             unsubscribe_url=links.unsubscribe_url(base, token),
             unsubscribe_mailto=links.unsubscribe_mailto(self._config.email.unsubscribe_mailto, token),
             view_url=self._view,
+            preferences_url=links.preferences_url(base, self.token(subscriber_id, "preferences")),
         )
 
 

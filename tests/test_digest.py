@@ -706,3 +706,17 @@ def test_a_cover_without_alt_text_is_described_by_the_title() -> None:
     bare = article("2026/11/kaal.md", title="Kale foto", cover={"image": "https://cdn.example.nl/a.jpg"})
     img = dom(render([bare]).html).xpath("//img[contains(@class, 'cover')]")[0]
     assert img.get("alt") == "Kale foto"
+
+
+def test_personalize_preferences_link_and_its_fallback(digest: RenderedDigest) -> None:
+    unsubscribe = "https://example.nl/unsubscribe/t1"
+    view = "https://example.nl/archive/beslissers/2026-W48.html"
+    html_part, _ = personalize(
+        digest, name="", unsubscribe_url=unsubscribe, view_url=view,
+        preferences_url="https://example.nl/preferences/t2",
+    )
+    links = {a.text_content(): a.get("href") for a in dom(html_part).cssselect("td.footer a")}
+    assert links["Je voorkeuren"] == "https://example.nl/preferences/t2"
+    html_part, _ = personalize(digest, name="", unsubscribe_url=unsubscribe, view_url=view)
+    links = {a.text_content(): a.get("href") for a in dom(html_part).cssselect("td.footer a")}
+    assert links["Je voorkeuren"] == unsubscribe  # whose page links to the preferences

@@ -651,3 +651,17 @@ def test_property_any_body_round_trips_with_short_lines(
 def test_offset_timezones_other_than_amsterdam(template: MessageTemplate) -> None:
     moment = datetime(2026, 11, 30, 8, 0, tzinfo=timezone(timedelta(hours=5, minutes=30)))
     assert parse(compose(template, date=moment))["Date"].endswith("+0530")
+
+
+def test_the_preferences_link_has_its_own_slot(
+    template: MessageTemplate, digest: RenderedDigest
+) -> None:
+    preferences = "https://ai-nieuws.example.nl/preferences/AQQAAAAA-voorkeuren?a=1&b=2"
+    html, text = bodies(parse(compose(template, preferences_url=preferences)))
+    expected_html, expected_text = personalize(
+        digest, name="Jan de Vries", unsubscribe_url=UNSUBSCRIBE, view_url=VIEW,
+        preferences_url=preferences,
+    )
+    assert (html, text) == (expected_html, expected_text)
+    assert f"Je voorkeuren: {preferences}" in text
+    assert 'href="https://ai-nieuws.example.nl/preferences/AQQAAAAA-voorkeuren?a=1&amp;b=2"' in html

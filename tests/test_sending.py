@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -87,6 +88,13 @@ def test_every_subscriber_gets_one_valid_message(
         assert html_part.get_content_type() == "text/html"
         text, html = plain_part.get_content(), html_part.get_content()
         assert https in text and "%%" not in text and "%%" not in html
+        # the footer's preferences link: a signed, expiring token for every audience
+        preferences = re.search(r"https://ai-nieuws\.example\.nl/preferences/(\S+)", text)
+        assert preferences is not None, text
+        settings = read_token(KEY, preferences.group(1), "preferences", SEND_AT)
+        assert settings.subscriber_id == claims.subscriber_id and settings.audience_id == "*"
+        assert settings.expires_at is not None and settings.expires_at > SEND_AT + timedelta(days=300)
+        assert f'href="https://ai-nieuws.example.nl/preferences/{preferences.group(1)}"' in html
         assert links.archive_url(sample_config.site.url, "beslissers", "2026-W49") in html
         assert all(len(line) <= 998 for line in received.data.split(b"\r\n"))
     assert len(message_ids) == 10

@@ -102,7 +102,10 @@ def audience_preview(
         status = ""
     unsubscribe = links.unsubscribe_url(config.public_url, SAMPLE_TOKEN)
     view = links.archive_url(config.site.url, audience.id, period)
-    html, text = personalize(digest, name=SAMPLE_NAME, unsubscribe_url=unsubscribe, view_url=view)
+    html, text = personalize(
+        digest, name=SAMPLE_NAME, unsubscribe_url=unsubscribe, view_url=view,
+        preferences_url=links.preferences_url(config.public_url, SAMPLE_TOKEN),
+    )
     return AudiencePreview(
         audience=audience,
         period=period,
