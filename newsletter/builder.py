@@ -28,18 +28,8 @@ from . import builder as _self
 from . import feeds as _feeds
 from . import output as _output
 from .collector import (
-    ID,
-    KEY,
-    LABELS,
-    TAGS,
     Catalog,
-    Entry,
-    Found,
     LazyList,
-    Workers,
-    code_fingerprint,
-    index_key,
-    inherited,
     is_published,
     micros,
     newest_first,
@@ -62,6 +52,7 @@ from .feeds import (
     render_feed,
     render_opml,
 )
+from .index import ID, KEY, LABELS, TAGS, Entry, Found, code_fingerprint, index_key
 from .model import Article, RenderedBody
 from .output import (
     MANIFEST,
@@ -76,6 +67,7 @@ from .output import (
     stamp,
     write_outputs,
 )
+from .workers import Workers, inherited
 
 INDEX_FILE = "index"  # the lean index; its record database is "index.db" beside it
 PARALLEL_MIN_FEEDS = 24  # fewer changed feed files are rendered in this process

@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from newsletter import builder, collector
+from newsletter import index as index_module
 from newsletter.builder import BuildResult, build, content_settings
 from newsletter.collector import is_published, newest_first, scan
 from newsletter.config import Config, load_config
@@ -250,14 +251,14 @@ def test_other_version_or_settings_start_over(
     site: Site, trusted: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     site.check()
-    monkeypatch.setattr(collector, "__version__", "999.0")
-    collector._parser_fingerprint.cache_clear()
+    monkeypatch.setattr(index_module, "__version__", "999.0")
+    index_module._parser_fingerprint.cache_clear()
     try:
         other = site.check()
         assert other.catalog.parsed == len(other.catalog.articles) + len(other.catalog.problems)
     finally:
         monkeypatch.undo()
-        collector._parser_fingerprint.cache_clear()
+        index_module._parser_fingerprint.cache_clear()
     assert site.check().catalog.parsed > 0  # back on the real version: a foreign index again
 
 

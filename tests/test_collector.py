@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 import newsletter
 from newsletter import collector
+from newsletter import index as index_module
 from newsletter.collector import Catalog, is_published, newest_first, scan, select
 from newsletter.content import ContentSettings, render_body
 from newsletter.model import Article
@@ -396,11 +397,11 @@ def test_database_in_use_by_another_build_only_costs_time(content: Path, tmp_pat
             kwargs["timeout"] = collector_timeout
             return real_connect(*args, **kwargs)  # type: ignore[arg-type]
 
-        collector.sqlite3.connect = quick  # type: ignore[assignment]
+        index_module.sqlite3.connect = quick  # type: ignore[assignment]
         try:
             busy = scan_saved(content, SITE, index)
         finally:
-            collector.sqlite3.connect = real_connect
+            index_module.sqlite3.connect = real_connect
     finally:
         other.execute("ROLLBACK")
         other.close()
@@ -436,7 +437,7 @@ def test_few_changes_go_to_the_delta_file(content: Path, tmp_path: Path, monkeyp
     assert [a.title for a in again.articles] == ["B edited", "C", "D"]
     delta.write_bytes(delta.read_bytes()[:-5])  # a damaged delta: start over
     assert scan_saved(content, SITE, index).parsed == 3
-    monkeypatch.setattr(collector, "_DELTA_MIN", 0)  # many changes: the lean file is rewritten
+    monkeypatch.setattr(index_module, "_DELTA_MIN", 0)  # many changes: the lean file is rewritten
     write(content, "2026/01/b.md", article_text("B again", "2026-01-06T10:00:00Z"), mtime=OLD + 90)
     scan_saved(content, SITE, index)
     assert not delta.exists() and index.read_bytes() != base
@@ -452,7 +453,7 @@ def test_scans_never_saved_hold_no_lock_and_their_records_are_swept(
         unsaved = scan(content, SITE, index)  # kept alive: it must not block the next scan
     db = sqlite3.connect(tmp_path / "index.bin.db")
     assert db.execute("SELECT count(*) FROM records").fetchone()[0] == 4 + 5
-    monkeypatch.setattr(collector, "_SWEEP_SLACK", 0)
+    monkeypatch.setattr(index_module, "_SWEEP_SLACK", 0)
     scan_saved(content, SITE, index)
     assert db.execute("SELECT count(*) FROM records").fetchone()[0] == 4
     assert scan_saved(content, SITE, index).articles[0].title == "A5"

@@ -1,0 +1,394 @@
+"""The collector's index on disk: lean entries (plain tuples) plus a delta file, and a SQLite file
+of full records keyed by content hash (see `collector`'s docstring).
+
+Every part is checksummed and tied to the package version, the parsing code, the libraries'
+versions and the content settings; a damaged or foreign part is deleted and rebuilt.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import marshal
+import os
+import pickle
+import sqlite3
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Final
+
+import markdown_it
+import nh3
+import yaml
+
+from . import __version__, content, errors, model
+from .content import ContentSettings
+
+log = logging.getLogger(__name__)
+
+_INDEX_MAGIC = b"newsletter-index\n"
+_INDEX_FORMAT = 4  # bump whenever the layout of the index changes
+_DELTA_MIN = 1000  # changed entries the delta file may hold (or 1% of all, if more)
+_SWEEP_SLACK = 1000  # records beyond two per entry before unnamed ones are swept up
+
+Stat = tuple[int, int, int, int]  # mtime_ns, ctime_ns, size, inode
+Found = tuple[str, Stat | str]  # relative POSIX path, and its stat or why it is unreadable
+
+# One lean index entry: a plain tuple (100k of them load in ~0.1 s), read through these positions.
+Entry = tuple[
+    str, Stat, bytes, bool, bool, str, int, int, int | None, bool, tuple[str, ...], tuple[str, ...]
+]
+PATH: Final = 0
+STAT: Final = 1
+KEY: Final = 2  # blake2b of path + bytes: the identity of this version of the file
+VERIFY: Final = 3  # the stat was taken in the racy window: re-hash the file before trusting it
+ERROR: Final = 4  # the file is an ArticleError, not an article
+ID: Final = 5
+DATE: Final = 6  # microseconds since the epoch, exact
+PUBLISHED: Final = 7
+EXPIRY: Final = 8  # None: never expires
+DRAFT: Final = 9
+LABELS: Final = 10
+TAGS: Final = 11
+_Fields = tuple[bool, str, int, int, int | None, bool, tuple[str, ...], tuple[str, ...]]
+_ERROR_FIELDS: _Fields = (True, "", 0, 0, None, False, (), ())
+
+
+def _row(kind: bytes, key: bytes, record: object) -> bytes:
+    """A record as stored: digest of (kind, key, payload), then the pickled payload. Made in
+    the worker, so the parent only inserts it."""
+    payload = pickle.dumps(record, pickle.HIGHEST_PROTOCOL)
+    return _record_digest(kind + key, payload) + payload
+
+
+def _unrow(row: bytes) -> Any:
+    return pickle.loads(memoryview(row)[16:])  # noqa: S301 - made by our own worker
+
+
+def code_fingerprint(*modules: ModuleType) -> str:
+    """A digest of the source of the given modules, so that an edited parser (even without a
+    version bump) never trusts results of the old one."""
+    digest = hashlib.blake2b(digest_size=16)
+    for module in modules:
+        try:
+            digest.update(Path(module.__file__ or "").read_bytes())
+        except OSError:
+            digest.update(module.__name__.encode())
+    return digest.hexdigest()
+
+
+@functools.cache
+def _parser_fingerprint() -> str:
+    versions = (getattr(module, "__version__", "?") for module in (yaml, markdown_it, nh3))
+    libraries = " ".join(versions)
+    # python-frontmatter has no version attribute; the code that splits front matter stands in.
+    splitter = sys.modules["frontmatter.default_handlers"]
+    # this module, the collector (which turns files into records) and what they parse with
+    collector = sys.modules[f"{__package__}.collector"]
+    code = code_fingerprint(sys.modules[__name__], collector, content, model, errors, splitter)
+    return f"{__version__}|{sys.version}|{libraries}|{code}"
+
+
+def index_key(settings: ContentSettings) -> bytes:
+    """Everything that changes parse results: a different key invalidates the whole index."""
+    return f"{_INDEX_FORMAT}|{_parser_fingerprint()}|{settings!r}".encode()
+
+
+class _Foreign(Exception):
+    """An index file written by another version or for other settings."""
+
+
+class _Index:
+    """The lean file at `path` (plus a delta file of recent changes) and the record database
+    beside it, opened for one scan."""
+
+    def __init__(self, path: Path, settings: ContentSettings) -> None:
+        self.path = path
+        self.db_path = path.with_name(path.name + ".db")
+        self.delta_path = path.with_name(path.name + ".delta")
+        self.key = index_key(settings)
+        self.db: sqlite3.Connection | None = None
+        self.generation = b""
+        self.base_digest = b""  # checksum of the lean file as loaded or last written
+        self.pending: dict[str, Entry | None] = {}  # the changes in the delta file
+
+    # opening
+    def open(self) -> dict[str, Entry]:
+        """Connect to the database (creating it if needed) and load the lean entries that belong
+        to it. Returns {} when there is no usable index; `db` stays None if none can be kept."""
+        self.db = self._connect()
+        return self._load_lean() if self.db is not None else {}
+
+    def _connect(self) -> sqlite3.Connection | None:
+        for _attempt in range(2):
+            db = None
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.db_path, timeout=5, isolation_level=None)
+                db.execute("PRAGMA synchronous=OFF")  # a cache: a crash costs a rebuild, no more
+                db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB)")
+                db.execute("CREATE TABLE IF NOT EXISTS records (key BLOB PRIMARY KEY, data BLOB)")
+                meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
+                generation = meta.get("generation")
+                if meta.get("key") == self.key and isinstance(generation, bytes):
+                    self.generation = generation
+                    return db
+                if meta:
+                    log.info("index %s is for other settings or another version; rebuilding", self.db_path)
+                    db.close()
+                    self._remove_db()
+                    continue
+                self.generation = os.urandom(16)
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("INSERT INTO meta VALUES ('key', ?), ('generation', ?)", (self.key, self.generation))
+                db.execute("COMMIT")
+                return db
+            except sqlite3.OperationalError as exc:
+                if db is not None:
+                    db.close()
+                if "locked" in str(exc) or "busy" in str(exc):
+                    log.warning("index %s is in use by another build; not using it", self.db_path)
+                    return None
+                log.warning("index %s is damaged (%s); rebuilding it", self.db_path, exc)
+                self._remove_db()
+            except sqlite3.DatabaseError as exc:
+                if db is not None:
+                    db.close()
+                log.warning("index %s is damaged (%s); rebuilding it", self.db_path, exc)
+                self._remove_db()
+            except OSError as exc:  # a cache that cannot be kept only costs time
+                if db is not None:
+                    db.close()
+                log.warning("cannot use index %s: %s", self.db_path, exc)
+                return None
+        return None
+
+    def _remove_db(self) -> None:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            try:
+                Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("cannot remove %s%s: %s", self.db_path, suffix, exc)
+
+    def _load_lean(self) -> dict[str, Entry]:
+        """The entries of the lean file, with the changes of its delta file applied."""
+        try:
+            base = self._read_sealed(self.path)
+            if base is None:
+                return {}
+            digest, (generation, entries) = base
+            if generation != self.generation:
+                raise ValueError("it belongs to another record database")
+            if type(entries) is not list or (entries and len(entries[0]) != 12):
+                raise ValueError("unexpected layout")
+            index = {e[PATH]: e for e in entries}
+            del base, entries
+            delta = self._read_sealed(self.delta_path)
+            if delta is not None:
+                _, (generation, of_base, changes) = delta
+                if generation != self.generation or of_base != digest:
+                    raise ValueError("its delta belongs to another index")
+                for path, entry in changes.items():
+                    if entry is None:
+                        index.pop(path, None)
+                    else:
+                        index[path] = entry
+                self.pending = changes
+            self.base_digest = digest
+            return index
+        except _Foreign:
+            log.info("index %s is for other settings or another version; rebuilding", self.path)
+        except Exception as exc:  # any damage means: start over, never build from bad data
+            log.warning("index %s is damaged (%s); rebuilding it", self.path, exc)
+        self.pending = {}
+        return {}
+
+    def _read_sealed(self, path: Path) -> tuple[bytes, Any] | None:
+        """(checksum, content) of a file written by `_write_sealed`; None if there is none.
+
+        Raises:
+            _Foreign: written under another key (version, code or settings).
+            ValueError: damaged.
+        """
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        magic_len = len(_INDEX_MAGIC)
+        if data[:magic_len] != _INDEX_MAGIC:
+            raise ValueError("bad magic")
+        digest = data[magic_len : magic_len + 32]
+        key_len = int(data[magic_len + 32 : magic_len + 40])
+        key = data[magic_len + 40 : magic_len + 40 + key_len]
+        if key != self.key:
+            raise _Foreign
+        payload = memoryview(data)[magic_len + 40 + key_len :]
+        # Only checksummed data is unmarshalled: marshal is not meant for damaged input. The
+        # key covers this module's source, so intact data has the layout this code wrote.
+        checksum = hashlib.sha256(key)
+        checksum.update(payload)
+        if checksum.digest() != digest:
+            raise ValueError("checksum mismatch")
+        return digest, marshal.loads(payload)
+
+    def _write_sealed(self, path: Path, content: Any) -> bytes:
+        payload = marshal.dumps(content, 4)
+        digest = hashlib.sha256(self.key)
+        digest.update(payload)
+        header = _INDEX_MAGIC + digest.digest() + f"{len(self.key):08d}".encode() + self.key
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(header)
+                handle.write(payload)
+            os.replace(tmp, path)
+        except OSError as exc:  # a cache that cannot be written only costs time
+            log.warning("cannot write index %s: %s", path, exc)
+            tmp.unlink(missing_ok=True)
+        return digest.digest()
+
+    def _write_lean(self, entries: list[Entry], changes: dict[str, Entry | None]) -> None:
+        """A few changes go to the small delta file; otherwise (or when it has grown to 1% of
+        the entries) the whole lean file is written again and the delta removed."""
+        merged = {**self.pending, **changes}
+        if self.base_digest and len(merged) <= max(_DELTA_MIN, len(entries) // 100):
+            self._write_sealed(self.delta_path, (self.generation, self.base_digest, merged))
+            self.pending = merged
+            return
+        self.delta_path.unlink(missing_ok=True)
+        self.base_digest = self._write_sealed(self.path, (self.generation, entries))
+        self.pending = {}
+
+    # records
+    def _write(self, statement: str, rows: Iterable[tuple[bytes, ...]]) -> bool:
+        """One short write transaction (no lock is held between them, so a catalog that is never
+        saved blocks no other build). False if the database failed."""
+        if self.db is None:
+            return False
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.executemany(statement, rows)
+                self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            self._failed(exc)
+            return False
+        return True
+
+    def get(self, kind: bytes, key: bytes) -> bytes | None:
+        """The verified payload of one record, or None (missing, damaged or no database)."""
+        if self.db is None:
+            return None
+        row_key = kind + key
+        try:
+            row = self.db.execute("SELECT data FROM records WHERE key = ?", (row_key,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._failed(exc)
+            return None
+        return self._verified(row_key, row[0]) if row is not None else None
+
+    def scan_records(self, kind: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(key, verified payload) of every record of one kind; damaged ones are left out."""
+        if self.db is None:
+            return
+        try:
+            cursor = self.db.execute(
+                "SELECT key, data FROM records WHERE key >= ? AND key < ?",
+                (kind, bytes([kind[0] + 1])),
+            )
+            for row_key, data in cursor:
+                payload = self._verified(row_key, data)
+                if payload is not None:
+                    yield row_key[len(kind) :], payload
+        except sqlite3.DatabaseError as exc:
+            self._failed(exc)
+
+    def _verified(self, row_key: bytes, data: object) -> bytes | None:
+        if isinstance(data, bytes) and len(data) > 16:
+            payload = data[16:]
+            if _record_digest(row_key, payload) == data[:16]:
+                return payload
+        log.warning("index record %s is damaged; reading the file again", row_key.hex())
+        return None
+
+    def put_many(self, kind: bytes, records: Iterable[tuple[bytes, object]]) -> None:
+        self.put_rows(kind, ((key, _row(kind, key, record)) for key, record in records))
+
+    def put_rows(self, kind: bytes, rows: Iterable[tuple[bytes, bytes]]) -> None:
+        """Store rows made by `_row`."""
+        self._write(
+            "INSERT OR REPLACE INTO records VALUES (?, ?)", ((kind + key, row) for key, row in rows)
+        )
+
+    def save(
+        self,
+        entries: list[Entry] | None,
+        changes: dict[str, Entry | None],
+        garbage: Iterable[bytes],
+    ) -> None:
+        """Write the lean entries (if given), then drop the records of replaced files.
+
+        Records are committed as they are made, before the lean file that names them; a crash
+        between the two leaves records nobody names, never an entry without its record."""
+        if self.db is None:
+            return
+        if entries is not None:
+            self._write_lean(entries, changes)
+        gone = [(kind + key,) for key in garbage for kind in (b"a", b"b")]
+        if gone:
+            self._write("DELETE FROM records WHERE key = ?", gone)
+        if entries is not None and not self.pending:  # a full lean file: sweep up orphans too
+            self._sweep(entries)
+
+    def _sweep(self, entries: list[Entry]) -> None:
+        """Delete records no entry names (left by scans that were never saved, or a crash),
+        when there are clearly too many of them."""
+        if self.db is None:
+            return
+        try:
+            (rows,) = self.db.execute("SELECT count(*) FROM records").fetchone()
+            if rows <= 2 * len(entries) + _SWEEP_SLACK:
+                return
+            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS live (key BLOB PRIMARY KEY)")
+            self.db.execute("DELETE FROM live")
+            self.db.executemany(
+                "INSERT OR IGNORE INTO live VALUES (?)",
+                ((kind + e[KEY],) for e in entries for kind in (b"a", b"b")),
+            )
+            self._write("DELETE FROM records WHERE key NOT IN (SELECT key FROM live)", [()])
+            self.db.execute("DELETE FROM live")
+        except sqlite3.DatabaseError as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: sqlite3.DatabaseError) -> None:
+        """The database broke mid-build: stop using it, and if it is damaged rather than busy,
+        delete both parts so the next build starts clean."""
+        log.warning("index %s failed (%s); continuing without it", self.db_path, exc)
+        if self.db is not None:
+            try:
+                self.db.close()
+            except sqlite3.Error:
+                pass
+            self.db = None
+        if not ("locked" in str(exc) or "busy" in str(exc)):
+            self._remove_db()
+            self.path.unlink(missing_ok=True)
+            self.delta_path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()  # an open transaction is rolled back
+            self.db = None
+
+
+def _record_digest(row_key: bytes, payload: bytes) -> bytes:
+    digest = hashlib.blake2b(row_key, digest_size=16)
+    digest.update(payload)
+    return digest.digest()
