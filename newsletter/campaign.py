@@ -137,28 +137,46 @@ def site_host(config: Config) -> str:
     return urlsplit(config.site.url).hostname or "localhost"
 
 
+@dataclass(frozen=True)
+class SampleLinks:
+    """The per-subscriber links of a preview: their real shapes, with a sample token."""
+
+    unsubscribe: str
+    view: str
+    preferences: str
+
+    @classmethod
+    def for_issue(cls, config: Config, audience_id: str, period: str) -> SampleLinks:
+        return cls(
+            unsubscribe=links.unsubscribe_url(config.public_url, SAMPLE_TOKEN),
+            view=links.archive_url(config.site.url, audience_id, period),
+            preferences=links.preferences_url(config.public_url, SAMPLE_TOKEN),
+        )
+
+    def personalize(self, digest: RenderedDigest) -> tuple[str, str]:
+        """(html, text) as the sample subscriber gets them."""
+        return personalize(
+            digest, name=SAMPLE_NAME, unsubscribe_url=self.unsubscribe, view_url=self.view,
+            preferences_url=self.preferences,
+        )
+
+
 def write_preview(
     config: Config, audience: AudienceConfig, digest: RenderedDigest, folder: Path, now: datetime
 ) -> list[Path]:
     """digest.html, digest.txt and digest.eml of one audience as a sample subscriber gets them,
     written atomically."""
-    base = config.public_url
-    unsubscribe = links.unsubscribe_url(base, SAMPLE_TOKEN)
-    view = links.archive_url(config.site.url, audience.id, period_of(config, audience, now))
-    preferences = links.preferences_url(base, SAMPLE_TOKEN)
-    html, text = personalize(
-        digest, name=SAMPLE_NAME, unsubscribe_url=unsubscribe, view_url=view,
-        preferences_url=preferences,
-    )
+    sample = SampleLinks.for_issue(config, audience.id, period_of(config, audience, now))
+    html, text = sample.personalize(digest)
     eml = message_template(config, audience, digest).compose(
         to_email=SAMPLE_EMAIL,
         to_name=SAMPLE_NAME,
         message_id=make_message_id(0, 0, site_host(config)),
         date=now,
-        unsubscribe_url=unsubscribe,
+        unsubscribe_url=sample.unsubscribe,
         unsubscribe_mailto=links.unsubscribe_mailto(config.email.unsubscribe_mailto, SAMPLE_TOKEN),
-        view_url=view,
-        preferences_url=preferences,
+        view_url=sample.view,
+        preferences_url=sample.preferences,
     )
     files = {
         "digest.html": html.encode("utf-8"),

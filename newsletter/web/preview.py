@@ -12,25 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
-from .. import links
 from ..builder import INDEX_FILE, content_settings
-from ..campaign import (
-    SAMPLE_NAME,
-    SAMPLE_TOKEN,
-    digest_settings,
-    period_of,
-    plan_issue,
-    render_issue,
-)
+from ..campaign import SampleLinks, digest_settings, period_of, render_issue
 from ..collector import Catalog, scan
 from ..config import AudienceConfig, Config
-from ..digest import personalize
 from ..errors import NewsletterError
 from ..model import Article, RenderedBody
 from ..schedules import parse_schedule
-from ..sending import stored_digest
+from ..sending import plan_next, stored_digest
 from ..store import Store
 
 
@@ -63,12 +53,9 @@ def next_send(config: Config, audience: AudienceConfig, now: datetime) -> dateti
     """The next scheduled send after now, in the site timezone; None without a schedule."""
     if not audience.schedule:
         return None
-    from apscheduler.triggers.cron import CronTrigger
+    from ..schedule import fire_times
 
-    fields = parse_schedule(audience.schedule).cron_fields
-    trigger = CronTrigger(**fields, timezone=config.site.tz)
-    fire: Any = trigger.get_next_fire_time(None, now.astimezone(config.site.tz))
-    return fire if isinstance(fire, datetime) else None
+    return next(fire_times(parse_schedule(audience.schedule), config.site.tz, now), None)
 
 
 def audience_preview(
@@ -91,8 +78,7 @@ def audience_preview(
         digest = stored_digest(config, issue)
         status = issue.status
     else:
-        previous = store.last_issue(audience.id, statuses=("sent", "skipped"))
-        plan = plan_issue(audience, articles, now, previous.window_end if previous else None)
+        plan = plan_next(store, audience, articles, now)
         if plan.empty:
             return replace(base, problem="empty")
         try:
@@ -100,12 +86,7 @@ def audience_preview(
         except NewsletterError as exc:
             return replace(base, problem=str(exc))
         status = ""
-    unsubscribe = links.unsubscribe_url(config.public_url, SAMPLE_TOKEN)
-    view = links.archive_url(config.site.url, audience.id, period)
-    html, text = personalize(
-        digest, name=SAMPLE_NAME, unsubscribe_url=unsubscribe, view_url=view,
-        preferences_url=links.preferences_url(config.public_url, SAMPLE_TOKEN),
-    )
+    html, text = SampleLinks.for_issue(config, audience.id, period).personalize(digest)
     return AudiencePreview(
         audience=audience,
         period=period,
