@@ -317,7 +317,7 @@ def _send_real(
 
     try:
         key = secret_key_from_env()
-        make_transport(config).close()  # a missing SMTP credential is a config error up front
+        transport = make_transport(config)  # a missing SMTP credential is a config error up front
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
     stop = threading.Event()
@@ -325,11 +325,13 @@ def _send_real(
         with _progress_bar(f"{audience.id} {period}") as progress, _stop_on_signals(stop):
             return deliver_period(
                 config, audience, period, now, store, catalog.articles, catalog.rendered, key,
-                options_from(config, retry_unknown=retry_unknown), lambda: make_transport(config),
+                options_from(config, retry_unknown=retry_unknown), lambda: transport,
                 now=now, progress=progress, stop=stop,
             )
     except NewsletterError as exc:
         _fail(str(exc))
+    finally:
+        transport.close()  # idempotent; deliver_period closes it too when it sent
 
 
 @contextmanager

@@ -184,12 +184,24 @@ def _optional_url(path: str, value: Any) -> str:
     return _site_url(path, value) if _str(path, value) else ""
 
 
-def _duration(path: str, value: Any) -> timedelta:
-    match = re.fullmatch(r"\s*(\d+)\s*([mhd])\s*", value) if isinstance(value, str) else None
-    if not match or int(match.group(1)) == 0:
-        raise ConfigError(path, "must be a duration such as '30m', '3h' or '1d'", value)
-    unit = {"m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
-    return timedelta(**{unit: int(match.group(1))})
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _timespan(units: str, message: str) -> Callable[[str, Any], timedelta]:
+    """A check for a positive span like '3h' in one of `units` (letters of _UNITS)."""
+    pattern = re.compile(rf"\s*(\d+)\s*([{units}])\s*")
+
+    def check(path: str, value: Any) -> timedelta:
+        match = pattern.fullmatch(value) if isinstance(value, str) else None
+        if not match or int(match.group(1)) == 0:
+            raise ConfigError(path, message, value)
+        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+    return check
+
+
+_duration = _timespan("mhd", "must be a duration such as '30m', '3h' or '1d'")
+_window = _timespan("hdw", "must be a look-back such as '7d', '36h' or '2w'")
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -452,14 +464,6 @@ SETTINGS: tuple[Setting, ...] = (
         _optional_url,
     ),
 )
-
-
-def _window(path: str, value: Any) -> timedelta:
-    match = re.fullmatch(r"\s*(\d+)\s*([hdw])\s*", value) if isinstance(value, str) else None
-    if not match or int(match.group(1)) == 0:
-        raise ConfigError(path, "must be a look-back such as '7d', '36h' or '2w'", value)
-    unit = {"h": "hours", "d": "days", "w": "weeks"}[match.group(2)]
-    return timedelta(**{unit: int(match.group(1))})
 
 
 def _audience_id(path: str, value: Any) -> str:

@@ -44,7 +44,7 @@ from .errors import DeliveryError, NewsletterError
 from .message import MessageTemplate, make_message_id
 from .model import Article, Delivery, Issue, RenderedBody
 from .store import Store
-from .tokens import make_token
+from .tokens import ALL_AUDIENCES, make_token
 
 log = logging.getLogger(__name__)
 
@@ -252,9 +252,9 @@ class Personalizer:
         if self._key is None:
             return "TEST"  # a --test-to message: the links show their shape only
         # issued_at is the issue's creation, so a resumed send builds byte-identical messages
-        if purpose == "preferences":  # covers every audience (the web service's "*"), expires
+        if purpose == "preferences":  # covers every audience, and expires
             return make_token(
-                self._key, subscriber_id, "*", purpose, self._issue.created_at,
+                self._key, subscriber_id, ALL_AUDIENCES, purpose, self._issue.created_at,
                 ttl=PREFERENCES_LINK_TTL,
             )
         return make_token(

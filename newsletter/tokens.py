@@ -32,6 +32,8 @@ from .errors import ConfigError, NewsletterError
 
 PURPOSES: tuple[str, ...] = ("unsubscribe", "view", "confirm", "preferences")
 SECRET_KEY_ENV = "NEWSLETTER_SECRET_KEY"
+# The audience field of a "preferences" token: it covers every audience of the subscriber.
+ALL_AUDIENCES = "*"
 MIN_KEY_BYTES = 32  # 256 bits: the HMAC-SHA256 block output size; shorter keys are guessable
 
 _VERSION = 1

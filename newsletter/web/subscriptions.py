@@ -31,7 +31,7 @@ from ..config import AudienceConfig, Config
 from ..delivery import Transport
 from ..model import Subscriber
 from ..store import Store
-from ..tokens import make_token
+from ..tokens import ALL_AUDIENCES, make_token
 from .mail import ConfirmationMail, build_confirmation, envelope_sender
 from .security import RateLimiter
 
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 MAIL_WINDOW = timedelta(hours=1)  # at most web.subscribe_limit confirmation mails per address
 PREFERENCES_TTL = timedelta(days=30)
-ALL_AUDIENCES = "*"  # the audience field of a preferences token: it covers every audience
 
 
 class Subscriptions:
