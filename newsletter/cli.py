@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -21,6 +22,11 @@ from .cli_common import (
 from .cli_mail import plan, run, send, subscribers
 from .cli_web import serve
 from .errors import ArticleError, ConfigError, NewsletterError
+
+if TYPE_CHECKING:
+    from .collector import Catalog
+    from .config import Config
+    from .emailqa import Finding
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -169,7 +175,7 @@ def check(config_path: Path, now_text: str | None) -> None:
         sys.exit(EXIT_PROBLEMS)
 
 
-def _email_findings(config, catalog, now: datetime) -> list:  # type: ignore[no-untyped-def,type-arg]
+def _email_findings(config: Config, catalog: Catalog, now: datetime) -> list[Finding]:
     """QA of every audience's digest as it would go out at `now`; a render failure is a finding."""
     from .campaign import digest_settings, plan_issue, render_issue
     from .emailqa import Finding, check_digest

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from .collector import Catalog
     from .config import AudienceConfig, Config
+    from .model import Issue, Subscriber
     from .sending import SendReport
     from .store import Store
 
@@ -148,17 +149,12 @@ def export(config_path: Path, audiences: tuple[str, ...], status: str | None, ou
     wanted = _audience_ids(config, audiences)
     with open_store(config) as store:
 
-        def rows() -> Iterator[tuple[object, list[str]]]:
-            seen: set[int] = set()
-            for audience in wanted or (None,):
-                for subscriber in store.list_subscribers(audience=audience, status=status):
-                    if subscriber.id in seen:
-                        continue
-                    seen.add(subscriber.id)
-                    active = [a for a, s in sorted(store.memberships(subscriber.id).items()) if s == "active"]
-                    yield subscriber, active
+        def rows() -> Iterator[tuple[Subscriber, list[str]]]:
+            for subscriber in _subscribers_of(store, wanted, status):
+                active = [a for a, s in sorted(store.memberships(subscriber.id).items()) if s == "active"]
+                yield subscriber, active
 
-        chunks = write_rows(rows())  # type: ignore[arg-type]
+        chunks = write_rows(rows())
         if output is None:
             for chunk in chunks:
                 click.echo(chunk, nl=False)
@@ -229,12 +225,18 @@ def list_(config_path: Path, audiences: tuple[str, ...], status: str | None) -> 
     config = _load(config_path)
     wanted = _audience_ids(config, audiences)
     with open_store(config) as store:
-        seen: set[int] = set()
-        for audience in wanted or (None,):
-            for subscriber in store.list_subscribers(audience=audience, status=status):
-                if subscriber.id not in seen:
-                    seen.add(subscriber.id)
-                    click.echo(f"{subscriber.email}\t{subscriber.name}\t{subscriber.status}")
+        for subscriber in _subscribers_of(store, wanted, status):
+            click.echo(f"{subscriber.email}\t{subscriber.name}\t{subscriber.status}")
+
+
+def _subscribers_of(store: Store, audiences: tuple[str, ...], status: str | None) -> Iterator[Subscriber]:
+    """Subscribers of any of the audiences (all without any), each once, streamed."""
+    seen: set[int] = set()
+    for audience in audiences or (None,):
+        for subscriber in store.list_subscribers(audience=audience, status=status):
+            if subscriber.id not in seen:
+                seen.add(subscriber.id)
+                yield subscriber
 
 
 @subscribers.command()
@@ -507,14 +509,14 @@ def plan(config_path: Path, at_text: str | None, audience_id: str | None, as_jso
     audiences = [_audience(config, audience_id)] if audience_id else list(config.audiences)
     catalog = load_catalog(config, use_index=True)
     counts: dict[str, int] = {}
-    issues: dict[str, list[object]] = {a.id: [] for a in audiences}
+    issues: dict[str, list[Issue]] = {a.id: [] for a in audiences}
     if _store_exists(config):
         with open_store(config) as store:
             counts = store.count_by_audience()
             for audience in audiences:
                 issues[audience.id] = list(store.list_issues(audience.id))
     plans = [
-        plan_audience(config, a, catalog.articles, at, counts.get(a.id, 0), issues[a.id])  # type: ignore[arg-type]
+        plan_audience(config, a, catalog.articles, at, counts.get(a.id, 0), issues[a.id])
         for a in audiences
     ]
     if as_json:
