@@ -15,6 +15,7 @@ from .model import ImportRow, Subscriber
 
 COLUMNS = ("email", "name", "audiences")
 OPTIONAL = ("status",)  # written by export; only "active" (or empty) rows are imported
+_HEADERLESS = {name: index for index, name in enumerate(COLUMNS)}
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def read_rows(
     rows: list[ImportRow] = []
     lines: list[int] = []
     problems: list[RowProblem] = []
-    order = {name: index for index, name in enumerate(COLUMNS)}
+    order = _HEADERLESS
     known = set(known_audiences)
     first = True
     for cells in reader:
@@ -59,7 +60,7 @@ def read_rows(
                 order = {name: header.index(name) for name in COLUMNS + OPTIONAL if name in header}
                 continue
         email = _cell(cells, order.get("email"))
-        if len(cells) > len(COLUMNS) and order == {name: i for i, name in enumerate(COLUMNS)}:
+        if len(cells) > len(COLUMNS) and order == _HEADERLESS:
             problems.append(RowProblem(line, email, f"{len(cells)} columns; expected at most 3 (email,name,audiences)"))
             continue
         if not email:
