@@ -184,3 +184,23 @@ def test_plan_text_and_json(site: Path, tmp_path: Path) -> None:
     subscribe(site, tmp_path, 2)
     code, out, _ = run("plan", "--at", "2026-11-28T09:00", "--audience", "beslissers", "--config", str(site))
     assert "2 active subscriber(s)" in out
+
+
+def test_a_missing_smtp_credential_names_the_variable(site: Path, tmp_path: Path) -> None:
+    subscribe(site, tmp_path, 1)
+    text = site.read_text(encoding="utf-8").replace('transport = "outbox"', 'transport = "smtp"')
+    site.write_text(text, encoding="utf-8")
+    code, _, err = run("send", "beslissers", "--now", SEND_NOW, "--config", str(site),
+                       env={"NEWSLETTER_SMTP_USER": "", "NEWSLETTER_SMTP_PASSWORD": ""})
+    assert code == 2
+    assert "delivery.smtp.username_env" in err and "NEWSLETTER_SMTP_USER is not set" in err
+    store = Store.open(load_config(site).store_url)
+    assert store.list_issues() == []  # nothing was started
+    store.close()
+
+
+def test_an_import_file_that_is_not_utf8_is_refused_by_name(site: Path, tmp_path: Path) -> None:
+    data = tmp_path / "latin1.csv"
+    data.write_bytes("anna@example.nl,Anna Müller,beslissers\n".encode("latin-1"))
+    code, _, err = run("subscribers", "import", str(data), "--config", str(site))
+    assert code == 1 and f"{data}: not UTF-8 text" in err
