@@ -10,9 +10,10 @@ database, so every run creates, renders and sends a new issue). Then, per connec
 run:
 
 - ceiling: a fresh process replays one pre-built message of the same issue (the bytes
-  `Personalizer.compose` gives, dot-stuffed once) N times over the same number of smtplib
-  connections (one thread each, MAIL/RCPT/DATA per message, like the transport), so it measures
-  what the sink and loopback allow a Python SMTP client;
+  `Personalizer.compose` gives, in wire format) N times over the same number of connections
+  (one thread each, raw sockets, the same exchange as the transport: MAIL, RCPT and DATA
+  pipelined in one write when the sink offers PIPELINING, the message, its reply), so it
+  measures what the sink and loopback allow a Python SMTP client;
 - send: `python -m newsletter send beslissers --now 2026-11-30T08:00` in a fresh process.
 
 The sink (`bench/smtp_sink.py`, its own process, `--sink asyncio` by default: a minimal
@@ -32,7 +33,7 @@ import json
 import os
 import re
 import shutil
-import smtplib
+import socket
 import statistics
 import subprocess
 import sys
@@ -220,26 +221,55 @@ def run_ceiling(message: Path, sink: Sink, size: int, connections: int) -> Measu
 
 
 def replay(message: Path, port: int, count: int, connections: int) -> None:
-    """The ceiling client: `count` copies of one message over `connections` connections."""
-    data = message.read_bytes()  # already in wire format (dot-stuffed, CRLF, ending ".\r\n")
+    """The ceiling client: `count` copies of one message over `connections` connections, on raw
+    sockets with the least work per message. It speaks the same exchange as the transport: the
+    envelope and DATA pipelined in one write when the sink offers PIPELINING, else one command
+    at a time; then the message and its reply."""
+    data = message.read_bytes()  # already in wire format (CRLF, no dot to stuff, ending ".\r\n")
     shares = [count // connections + (1 if i < count % connections else 0) for i in range(connections)]
     starts = [sum(shares[:i]) for i in range(connections)]
     errors: list[BaseException] = []
 
     def client(first: int, share: int) -> None:
         try:
-            smtp = smtplib.SMTP("127.0.0.1", port, local_hostname="bench.localhost", timeout=30)
-            smtp.ehlo()
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            replies = sock.makefile("rb")
+
+            def reply() -> int:
+                line = replies.readline()
+                while line[3:4] == b"-":
+                    line = replies.readline()
+                return int(line[:3])
+
+            reply()
+            sock.sendall(b"EHLO bench.localhost\r\n")
+            pipelining = False
+            line = replies.readline()
+            while line[3:4] == b"-":
+                pipelining = pipelining or line[4:].strip().upper() == b"PIPELINING"
+                line = replies.readline()
             for number in range(first, first + share):
-                if smtp.mail(SENDER)[0] != 250 or smtp.rcpt(f"user{number}@example.nl")[0] != 250:
-                    raise RuntimeError("envelope refused")
-                smtp.putcmd("data")
-                if smtp.getreply()[0] != 354:
-                    raise RuntimeError("DATA refused")
-                smtp.send(data)
-                if smtp.getreply()[0] != 250:
+                envelope = (
+                    f"MAIL FROM:<{SENDER}> SIZE={len(data)}\r\n",
+                    f"RCPT TO:<user{number}@example.nl>\r\n",
+                    "DATA\r\n",
+                )
+                if pipelining:
+                    sock.sendall("".join(envelope).encode())
+                    codes = [reply(), reply(), reply()]
+                else:
+                    codes = []
+                    for command in envelope:
+                        sock.sendall(command.encode())
+                        codes.append(reply())
+                if codes != [250, 250, 354]:
+                    raise RuntimeError(f"envelope refused: {codes}")
+                sock.sendall(data)
+                if reply() != 250:
                     raise RuntimeError("message refused")
-            smtp.quit()
+            sock.sendall(b"QUIT\r\n")
+            reply()
+            sock.close()
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 

@@ -34,6 +34,7 @@ from email.utils import format_datetime, parseaddr
 from urllib.parse import urlsplit
 
 from .digest import PLACEHOLDERS, RenderedDigest
+from .model import WireSafe
 
 CRLF = "\r\n"
 MAX_LINE = 78  # RFC 5322 §2.1.1: SHOULD; the hard limit is 998
@@ -202,8 +203,9 @@ class MessageTemplate:
         unsubscribe_mailto: str,
         view_url: str,
         preferences_url: str | None = None,
-    ) -> bytes:
-        """The message for one subscriber, as bytes ready for SMTP (CRLF, 7-bit).
+    ) -> WireSafe:
+        """The message for one subscriber, as bytes ready for SMTP (CRLF, 7-bit, no line
+        starting with ".").
 
         Args:
             to_email: the recipient address (ASCII).
@@ -278,7 +280,7 @@ class MessageTemplate:
         out = self._pieces.copy()
         for index, slot in self._slots:
             out[index] = values[slot]
-        return b"".join(out)
+        return WireSafe(b"".join(out))
 
 
 def make_message_id(issue_id: int, subscriber_id: int, domain: str) -> str:
@@ -439,26 +441,33 @@ def _qp_hard_line(line: str) -> str:
 
 
 def _wrap(encoded: str, last_limit: int) -> list[str]:
-    """Split one encoded line with soft breaks; the final part is at most last_limit long."""
+    """Split one encoded line with soft breaks; the final part is at most last_limit long.
+
+    No part starts with ".": such a dot is written "=2E", so the message never needs SMTP
+    dot-stuffing (it is `WireSafe`)."""
     parts: list[str] = []
     start = 0
-    while len(encoded) - start > last_limit:
-        stop = start + _QP_LINE - 1
+    while True:
+        lead = ""
+        if encoded.startswith(".", start):
+            lead, start = "=2E", start + 1
+        if len(encoded) - start + len(lead) <= last_limit:
+            parts.append(lead + encoded[start:])
+            return parts
+        stop = start + _QP_LINE - 1 - len(lead)
         # Never split an "=XX" escape ("=" only ever starts one).
         if encoded[stop - 1] == "=":
             stop -= 1
         elif encoded[stop - 2] == "=":
             stop -= 2
-        parts.append(encoded[start:stop] + "=" + CRLF)
+        parts.append(lead + encoded[start:stop] + "=" + CRLF)
         start = stop
-    parts.append(encoded[start:])
-    return parts
 
 
 def _qp_value(value: str) -> bytes:
     """A slot value: QP-encoded on lines of its own, ending with a soft line break."""
     encoded = _qp_translate(value)
-    if len(encoded) < _QP_LINE:
+    if len(encoded) < _QP_LINE and not encoded.startswith("."):
         return (encoded + "=\r\n").encode("ascii")
     return ("".join(_wrap(encoded, _QP_LINE - 1)) + "=\r\n").encode("ascii")
 

@@ -8,6 +8,14 @@ from datetime import datetime
 from .htmltext import html_to_text
 
 
+class WireSafe(bytes):
+    """Message bytes that SMTP can send as they are: every line ends in CRLF and none starts
+    with "." (so no dot-stuffing is needed and no bare CR or LF can end the data early).
+    Only `MessageTemplate.compose` makes them; transports trust the type instead of scanning
+    30 KB per message."""
+
+    __slots__ = ()
+
 @dataclass(frozen=True)
 class Cover:
     """The lead image of an article."""

@@ -40,11 +40,19 @@ class RecordingSink:
     real server may deliver it, so a sender that dies waiting for the reply must not send it again.
     """
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, pipelining: bool = True) -> None:
         self.delay = delay  # seconds between the end of DATA and the 250 reply
+        self.pipelining = pipelining  # advertise RFC 2920 PIPELINING, as Postfix and Exim do
         self.on_message: Hook | None = None
         self._lock = threading.Lock()
         self._received: list[Received] = []
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        # aiosmtpd reads commands one after the other, so it handles pipelined ones already
+        return [responses[0], "250-PIPELINING", *responses[1:]] if self.pipelining else responses
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         data: bytes = envelope.original_content or envelope.content

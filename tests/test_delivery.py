@@ -103,6 +103,7 @@ class Recorder:
     drop_after_data: set[str] = field(default_factory=set)  # store, then drop before replying
     delay: float = 0.0  # seconds before replying to DATA (without blocking other sessions)
     mail_reply: str = ""  # if set, the reply to every MAIL command
+    pipelining: bool = False  # advertise RFC 2920 PIPELINING (aiosmtpd handles it, silently)
     received: list[Received] = field(default_factory=list)
     peers: set[Any] = field(default_factory=set)
     mail_commands: int = 0
@@ -114,7 +115,7 @@ class Recorder:
     ) -> list[str]:
         session.host_name = hostname
         self.peers.add(session.peer)
-        return responses
+        return [responses[0], "250-PIPELINING", *responses[1:]] if self.pipelining else responses
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -195,8 +196,9 @@ class RefusingTLSController(LocalController):
 Start = Callable[..., tuple[Controller, Recorder]]
 
 
-@pytest.fixture
-def start_server() -> Iterator[Start]:
+@pytest.fixture(params=[False, True], ids=["serial", "pipelining"])
+def start_server(request: pytest.FixtureRequest) -> Iterator[Start]:
+    """Every server test runs twice: commands one by one, and with the envelope pipelined."""
     controllers: list[Controller] = []
 
     def start(
@@ -205,6 +207,7 @@ def start_server() -> Iterator[Start]:
         **options: Any,
     ) -> tuple[Controller, Recorder]:
         handler = handler or Recorder()
+        handler.pipelining = request.param
         server = controller(handler, hostname="127.0.0.1", port=0, **options)
         server.start()
         controllers.append(server)

@@ -35,6 +35,7 @@ from newsletter.digest import (
     render_digest,
 )
 from newsletter.message import MessageTemplate, make_message_id
+from newsletter.model import WireSafe
 
 AMS = ZoneInfo("Europe/Amsterdam")
 STRICT = email.policy.default.clone(raise_on_defect=True)
@@ -154,6 +155,9 @@ def check_lines(raw: bytes) -> None:
     assert all(len(line) <= 76 for line in body.split(b"\r\n")), "QP line over 76"
     for line in head.split(b"\r\n"):
         assert line.strip(), "a header line made of white space only"
+    # WireSafe: SMTP sends it without dot-stuffing, so no line may start with "."
+    assert isinstance(raw, WireSafe)
+    assert not any(line.startswith(b".") for line in lines)
 
 
 # --- structure (MAIL-01, MAIL-02, MAIL-04, MAIL-05) ----------------------------------------------
@@ -570,7 +574,7 @@ def tricky_digest() -> RenderedDigest:
     )
 
 
-@pytest.mark.parametrize("name", ["Jan", "", "é" * 100, "=" * 80, "a " * 60])
+@pytest.mark.parametrize("name", ["Jan", "", "é" * 100, "=" * 80, "a " * 60, ".", "." * 200])
 def test_qp_slots_survive_awkward_positions(name: str) -> None:
     digest = tricky_digest()
     built = MessageTemplate.build(
@@ -579,6 +583,17 @@ def test_qp_slots_survive_awkward_positions(name: str) -> None:
     raw = compose(built, to_name=name)
     check_lines(raw)
     assert bodies(parse(raw)) == expected(digest, name)
+
+
+@pytest.mark.parametrize("body", [".wrapper { color: red; }", "..\n.\n", "." * 300, "x" * 74 + ".y" * 80])
+def test_lines_starting_with_a_dot_are_encoded_not_stuffed(body: str) -> None:
+    digest = tricky_digest()
+    digest = RenderedDigest(**{**digest.__dict__, "html": body + digest.html, "text": body})
+    built = MessageTemplate.build(digest, sender=SENDER, reply_to=None, list_id=LIST_ID, list_name="x")
+    raw = compose(built, to_name=".punt")
+    check_lines(raw)
+    assert b"\r\n=2E" in raw
+    assert bodies(parse(raw)) == expected(digest, ".punt")
 
 
 printable_names = st.text(

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from ..errors import DeliveryError, DeliveryErrorKind
+from ..model import WireSafe
 from . import check_envelope
 
 logger = logging.getLogger(__name__)
@@ -309,23 +310,40 @@ class SMTPTransport:
         self, session: _Session, sender: str, recipient: str, data: bytes, size: int
     ) -> None:
         smtp = session.smtp
-        options = [f"SIZE={size}"] if smtp.has_extn("size") else []
+        size_option = f" SIZE={size}" if smtp.has_extn("size") else ""
         # smtplib's mail()/rcpt() re-parse each address with email.utils (~30 µs each); the
         # envelope was already checked to be a plain address (check_envelope), so write it as is.
-        mail_from = f"FROM:<{sender}>" + "".join(f" {option}" for option in options)
-        code, reply = _before_data(lambda: _command(smtp, "mail", mail_from))
-        if code != 250:
+        commands = (
+            f"MAIL FROM:<{sender}>{size_option}\r\n",
+            f"RCPT TO:<{recipient}>\r\n",
+            "DATA\r\n",
+        )
+        rcpt: tuple[int, bytes] | None = None
+        data_reply: tuple[int, bytes] | None = None
+        if smtp.has_extn("pipelining"):
+            # RFC 2920: the envelope and DATA in one write, the three replies read after it:
+            # one round trip instead of three (twice the rate on a fast link, more on a slow one).
+            mail, rcpt, data_reply = _before_data(smtp, "".join(commands), 3)
+        else:
+            (mail,) = _before_data(smtp, commands[0], 1)
+            if mail[0] == 250:
+                (rcpt,) = _before_data(smtp, commands[1], 1)
+                if rcpt[0] in (250, 251):
+                    (data_reply,) = _before_data(smtp, commands[2], 1)
+        accepted = mail[0] == 250 and rcpt is not None and rcpt[0] in (250, 251)
+        if not accepted or data_reply is None or data_reply[0] != 354:
+            if data_reply is not None and data_reply[0] == 354:
+                # A server that starts the data phase without an accepted recipient: end it
+                # empty, so the session is back in step.
+                self._end_empty_data(session)
             self._reset(session)
-            # Not the recipient's fault: a refused sender would refuse every recipient.
-            _refused(recipient, f"sender {sender} refused", code, reply, kind="transient")
-        code, reply = _before_data(lambda: _command(smtp, "rcpt", f"TO:<{recipient}>"))
-        if code not in (250, 251):
-            self._reset(session)
-            _refused(recipient, "recipient refused", code, reply)
-        code, reply = _before_data(lambda: _data_command(smtp))
-        if code != 354:
-            self._reset(session)
-            _refused(recipient, "DATA refused", code, reply)
+            if mail[0] != 250:
+                # Not the recipient's fault: a refused sender would refuse every recipient.
+                _refused(recipient, f"sender {sender} refused", *mail, kind="transient")
+            if rcpt is not None and rcpt[0] not in (250, 251):
+                _refused(recipient, "recipient refused", *rcpt)
+            assert data_reply is not None
+            _refused(recipient, "DATA refused", *data_reply)
         try:
             smtp.send(data)
         except (OSError, smtplib.SMTPException) as exc:
@@ -348,6 +366,13 @@ class SMTPTransport:
             session.usable = False
         _refused(recipient, "message refused", code, reply)
 
+    def _end_empty_data(self, session: _Session) -> None:
+        try:
+            session.smtp.send(b".\r\n")
+            session.smtp.getreply()
+        except (OSError, smtplib.SMTPException):
+            session.usable = False
+
     def _reset(self, session: _Session) -> None:
         if not session.usable:
             return
@@ -358,21 +383,18 @@ class SMTPTransport:
             session.usable = False
 
 
-def _before_data(command: Callable[[], tuple[int, bytes]]) -> tuple[int, bytes]:
-    """Run a command of the envelope phase; a lost session or a 421 means "try another one"."""
+def _before_data(smtp: smtplib.SMTP, commands: str, replies: int) -> list[tuple[int, bytes]]:
+    """Write commands of the envelope phase and read their replies; a lost session or a 421
+    means "try another one" (nothing of the message was accepted yet)."""
     try:
-        code, reply = command()
+        smtp.send(commands.encode("ascii"))
+        answers = [smtp.getreply() for _ in range(replies)]
     except (OSError, smtplib.SMTPServerDisconnected) as exc:
         raise _Reconnect(_describe(exc)) from exc
-    if code == 421:
-        raise _Reconnect(f"{code} {_text(reply)}", code)
-    return code, reply
-
-
-def _data_command(smtp: smtplib.SMTP) -> tuple[int, bytes]:
-    # smtplib.SMTP.data() would send the message right after the 354; the two steps are
-    # separate here so that a failure before the 354 can be retried and one after it cannot.
-    return _command(smtp, "data", "")
+    for code, reply in answers:
+        if code == 421:
+            raise _Reconnect(f"{code} {_text(reply)}", code)
+    return answers
 
 
 def _kind(code: int) -> DeliveryErrorKind:
@@ -410,14 +432,11 @@ def _text(reply: bytes | str) -> str:
     return " ".join(text.split())
 
 
-def _command(smtp: smtplib.SMTP, verb: str, argument: str) -> tuple[int, bytes]:
-    smtp.putcmd(verb, argument)
-    return smtp.getreply()
-
-
 def _wire_format(message: bytes) -> bytes:
     """CRLF line ends (a bare LF could end the DATA early on some servers: SMTP smuggling),
     leading dots doubled (RFC 5321 §4.5.2) and the end-of-data line."""
+    if type(message) is WireSafe:  # made so by MessageTemplate: scanning 30 KB costs ~70 µs
+        return message + b".\r\n"
     crlf = message.count(b"\r\n")
     if message.count(b"\r") != crlf or message.count(b"\n") != crlf:  # a bare CR or LF: rare
         message = _LINE_END.sub(b"\r\n", message)
