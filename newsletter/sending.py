@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
-import random
-import re
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -40,9 +36,10 @@ from .config import AudienceConfig, Config
 from .delivery import Transport
 from .digest import RenderedDigest
 from .emailqa import check_digest
-from .errors import DeliveryError, NewsletterError
+from .errors import NewsletterError
+from .lanes import Job, Outcome, Worker, lanes_for
 from .message import MessageTemplate, make_message_id
-from .model import Article, Delivery, Issue, RenderedBody
+from .model import Article, Issue, RenderedBody
 from .store import Store
 from .tokens import ALL_AUDIENCES, make_token
 
@@ -51,7 +48,6 @@ log = logging.getLogger(__name__)
 # A preferences link may re-subscribe (a signed opt-in), so unlike the unsubscribe link it expires.
 PREFERENCES_LINK_TTL = timedelta(days=365)
 _FLUSH_SECONDS = 0.25  # record outcomes at least this often, even in a slow trickle
-_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _DEFAULT_NAMES = {"nl": "lezer", "en": "reader"}
 
 
@@ -98,16 +94,6 @@ class SendReport:
 
 
 Progress = Callable[[int, int], None]  # (finished deliveries so far, all deliveries)
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    delivery: Delivery
-    status: str  # "sent", "failed", "unknown", "released" (never attempted)
-    message_id: str = ""
-    error: str = ""
-    pause: str = ""  # non-empty: stop the issue (policy block), with this reason
-    suppress: bool = False  # the mailbox does not exist (5.1.x): suppress the address
 
 
 def prepare_issue(
@@ -363,69 +349,91 @@ def _send_locked(
     counts = store.delivery_counts(issue.id)
     total = sum(counts.values())
     done = total - counts["queued"]
-    if progress:
-        progress(done, total)
-    workers = max(1, transport.parallelism)
     consecutive = 0
     pause = ""
-    halt = threading.Event()  # set: workers stop starting new messages
-    worker = _Worker(personalizer, transport, sender, options, clock, halt, stop, sleep)
-    results: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
+    worker = Worker(personalizer, transport, sender, options, clock, threading.Event(), sleep)
     # The in-flight window: at most batch_size deliveries are "sending" in the ledger at any
-    # moment (claimed, not yet recorded), so a crash leaves at most that many "unknown". Half a
-    # window is recorded at a time and the freed half claimed again at once, so the connections
-    # keep working while the ledger commits.
+    # moment (claimed, not yet recorded), so a crash leaves at most that many "unknown". Each
+    # `lanes.chunk` outcomes are recorded and as many deliveries claimed again at once.
     window = options.batch_size
-    step = max(1, window // 2)
+    lanes = lanes_for(worker, window)  # before the progress bar starts a thread
+    if progress:
+        progress(done, total)
+    step = lanes.batch
     outstanding = 0  # claimed, outcome not yet back
-    exhausted = False
+    exhausted = halted = False
     renewed = time.monotonic()
-    pending: list[_Outcome] = []  # outcome back, not yet recorded
+    pending: list[Outcome] = []  # outcome back, not yet recorded
     flushed = time.monotonic()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send") as pool:
 
-        def top_up() -> None:
-            nonlocal outstanding, exhausted, pause, renewed
-            room = window - outstanding - len(pending)
-            # claim half a window at a time (fewer, larger transactions), or whatever fits when
-            # nothing is in flight
-            if exhausted or room <= 0 or (room < step and outstanding):
-                return
-            if time.monotonic() - renewed > options.lease_seconds / 4:
-                if not store.acquire_lease(lease, owner, options.lease_seconds, clock()):
-                    pause = "lost the issue's lease to another process"
-                    halt.set()
-                    return
+    def halt(reason: str = "") -> None:
+        nonlocal pause, halted
+        pause = pause or reason
+        if not halted:
+            lanes.halt()
+            halted = True
+
+    def step_ledger(record: bool) -> None:
+        """Record the pending outcomes (if record) and claim what fits in the window, in one
+        transaction, and hand the claimed deliveries to the lanes."""
+        nonlocal outstanding, exhausted, renewed, pending, flushed, done
+        room = window - outstanding - (0 if record else len(pending))
+        # claim a batch at a time (fewer, larger transactions), or whatever fits when nothing
+        # is in flight
+        limit = room if not (halted or exhausted or room <= 0 or (room < step and outstanding)) else 0
+        if limit and time.monotonic() - renewed > options.lease_seconds / 4:
+            if store.acquire_lease(lease, owner, options.lease_seconds, clock()):
                 renewed = time.monotonic()
-            batch = store.claim_batch(issue.id, room, clock())
+            else:
+                halt("lost the issue's lease to another process")
+                limit = 0
+        if record:
+            for job, result in pending:
+                if result.suppress:
+                    store.suppress(job.email, f"bounced: {result.error}", clock())
+            finished = [
+                (job.id, result.status, result.message_id, result.error)
+                for job, result in pending
+                if result.status != "released"
+            ]
+            released = [job.id for job, result in pending if result.status == "released"]
+            batch = store.record_and_claim(finished, released, issue.id, limit, clock())
+            done += len(finished)
+            pending, flushed = [], time.monotonic()
+            if progress:
+                progress(done, total)
+        elif limit:
+            batch = store.claim_batch(issue.id, limit, clock())
+        else:
+            return
+        if limit:
             exhausted = not batch
-            for delivery in batch:
-                pool.submit(_deliver_safely, worker, delivery, results)
+            lanes.submit([Job.of(delivery) for delivery in batch])
             outstanding += len(batch)
 
-        top_up()
+    try:
+        step_ledger(record=False)
         while outstanding:
-            outcome = results.get()
-            outstanding -= 1
-            pending.append(outcome)
-            if outcome.status in ("failed", "unknown"):
-                consecutive += 1
-            elif outcome.status == "sent":
-                consecutive = 0
-            if outcome.pause and not pause:
-                pause = outcome.pause
-            elif consecutive >= options.max_consecutive_failures and not pause:
-                pause = f"{consecutive} deliveries failed in a row; last: {outcome.error}"
-            if pause:
-                halt.set()
-            if not outstanding or len(pending) >= step or time.monotonic() - flushed > _FLUSH_SECONDS:
-                _record(store, pending, clock())
-                done += sum(1 for o in pending if o.status != "released")
-                pending, flushed = [], time.monotonic()
-                if progress:
-                    progress(done, total)
-            if not (halt.is_set() or (stop is not None and stop.is_set())):
-                top_up()
+            if stop is not None and stop.is_set():
+                halt()
+            for outcome in lanes.collect(_FLUSH_SECONDS):
+                outstanding -= 1
+                pending.append(outcome)
+                result = outcome.result
+                if result.status in ("failed", "unknown"):
+                    consecutive += 1
+                elif result.status == "sent":
+                    consecutive = 0
+                if result.pause:
+                    halt(result.pause)
+                elif consecutive >= options.max_consecutive_failures:
+                    halt(f"{consecutive} deliveries failed in a row; last: {result.error}")
+            record = bool(pending) and (
+                not outstanding or len(pending) >= step or time.monotonic() - flushed > _FLUSH_SECONDS
+            )
+            step_ledger(record)
+    finally:
+        lanes.close()
     report.counts = store.delivery_counts(issue.id)
     if pause:
         report.status = "paused"
@@ -463,83 +471,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
-
-
-def _record(store: Store, outcomes: Sequence[_Outcome], now: datetime) -> None:
-    finished = [
-        (o.delivery.id, o.status, o.message_id, o.error)
-        for o in outcomes
-        if o.status in ("sent", "failed", "unknown")
-    ]
-    store.finish_many(finished, now)
-    released = [o.delivery.id for o in outcomes if o.status == "released"]
-    if released:
-        store.release(released, now)
-    for outcome in outcomes:
-        if outcome.suppress:
-            store.suppress(outcome.delivery.email, f"bounced: {outcome.error}", now)
-
-
-@dataclass(frozen=True)
-class _Worker:
-    """What a sending thread needs for every message of the issue."""
-
-    personalizer: Personalizer
-    transport: Transport
-    sender: str
-    options: SendOptions
-    clock: Callable[[], datetime]
-    halt: threading.Event
-    stop: threading.Event | None
-    sleep: Callable[[float], None]
-
-
-def _deliver_safely(
-    worker: _Worker, delivery: Delivery, results: queue.SimpleQueue[_Outcome]
-) -> None:
-    """`_deliver`, whose outcome always reaches the collecting thread (an unexpected error
-    becomes "unknown": it may have happened after the server accepted the message)."""
-    try:
-        outcome = _deliver(worker, delivery)
-    except BaseException as exc:  # noqa: BLE001 - reported as an outcome, never lost
-        log.exception("delivery %s to %s", delivery.id, delivery.email)
-        outcome = _Outcome(delivery, "unknown", "", f"internal error: {type(exc).__name__}: {exc}")
-    results.put(outcome)
-
-
-def _deliver(worker: _Worker, delivery: Delivery) -> _Outcome:
-    """One message: compose, send, retry transient failures with backoff. Runs in a worker."""
-    if worker.halt.is_set() or (worker.stop is not None and worker.stop.is_set()):
-        return _Outcome(delivery, "released")
-    personalizer, options = worker.personalizer, worker.options
-    message_id = personalizer.message_id(delivery.subscriber_id)
-    try:
-        message = personalizer.compose(
-            delivery.subscriber_id, delivery.email, delivery.name, worker.clock()
-        )
-    except ValueError as exc:  # a name or address that cannot go into a header
-        return _Outcome(delivery, "failed", message_id, f"cannot compose: {exc}")
-    for attempt in range(1, options.max_attempts + 1):
-        try:
-            worker.transport.send(worker.sender, delivery.email, message, message_id)
-            return _Outcome(delivery, "sent", message_id)
-        except DeliveryError as exc:
-            error = exc.message + (f" (SMTP {exc.code})" if exc.code else "")
-            if exc.kind == "unknown":
-                return _Outcome(delivery, "unknown", message_id, error)
-            if exc.kind == "permanent":
-                enhanced = _ENHANCED.search(exc.message)
-                klass = enhanced.group(2) if enhanced else ""
-                if klass == "7":  # policy: our sending is blocked; more mail makes it worse
-                    pause = f"policy rejection for {delivery.email}: {error}"
-                    return _Outcome(delivery, "failed", message_id, error, pause=pause)
-                return _Outcome(delivery, "failed", message_id, error, suppress=klass == "1")
-            if attempt == options.max_attempts or worker.halt.is_set():
-                error = f"gave up after {attempt} tries: {error}"
-                return _Outcome(delivery, "failed", message_id, error)
-            # exponential backoff with full jitter, so parallel workers do not retry in step
-            worker.sleep(random.uniform(0, options.backoff * 2 ** (attempt - 1)))
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 __all__ = [

@@ -226,6 +226,26 @@ class SMTPTransport:
                 if session is not None:
                     self._checkin(session)
 
+    def split(self) -> list[SMTPTransport]:
+        """One single-connection transport per connection, the rate shared out evenly: for
+        sending processes (`lanes.ProcessLanes`), one each. This transport is not used then."""
+        return [
+            SMTPTransport(
+                self.host,
+                self.port,
+                starttls=self.starttls,
+                ssl=self.ssl,
+                username=self.username,
+                password=self._password,
+                timeout=self.timeout,
+                connections=1,
+                rate=self.limiter.rate / self.parallelism,
+                ssl_context=self._context,
+                local_hostname=self._local_hostname,
+            )
+            for _ in range(self.parallelism)
+        ]
+
     def close(self) -> None:
         """QUIT every idle session; sessions in use are closed when their send ends."""
         with self._lock:
