@@ -20,6 +20,7 @@ and gives claimed deliveries to a lanes object; lanes compose and send them and 
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import logging
 import multiprocessing
@@ -35,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from multiprocessing.connection import Connection, wait
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 from .delivery import Transport
 from .errors import DeliveryError
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
@@ -98,32 +100,111 @@ class Worker:
     sleep: Callable[[float], None]
 
     def deliver(self, job: Job) -> Result:
-        """`_deliver`, whose result always comes back (an unexpected error becomes "unknown":
-        it may have happened after the server accepted the message); a policy block also
-        halts every lane at once."""
+        """One message, its result always back (see `_guarded`)."""
+        return self._guarded(job, lambda: _deliver(self, job))
+
+    def deliver_all(self, jobs: Sequence[Job]) -> list[Result]:
+        """The jobs in order. With a transport that can `start` a message, the next message is
+        composed while the server takes in the current one (its reply is read after): on a
+        fast link composing then costs no time. One message at a time awaits its reply, as
+        with `send`."""
+        start: Starter | None = getattr(self.transport, "start", None)
+        if start is None:
+            return [self.deliver(job) for job in jobs]
+        results: list[Result] = []
+        waiting: Callable[[], Result] | None = None
+        for job in jobs:
+            prepared = self._guarded(job, functools.partial(_prepare, self, job))
+            if waiting is not None:
+                results.append(waiting())
+            if isinstance(prepared, Result):
+                results.append(prepared)
+                waiting = None
+                continue
+            if self.halt.is_set():  # the reply just read may have halted the issue
+                results.append(Result("released"))
+                waiting = None
+                continue
+            waiting = self._start(start, job, *prepared)
+        if waiting is not None:
+            results.append(waiting())
+        return results
+
+    def _start(
+        self, start: Starter, job: Job, message_id: str, message: bytes
+    ) -> Callable[[], Result]:
+        """Write the message; returns what reads its reply (retrying as `_attempts` does)."""
         try:
-            result = _deliver(self, job)
+            first = start(self.sender, job.email, message, message_id)
+        except BaseException as exc:  # noqa: BLE001 - handled like a failed first attempt
+            first = _raiser(exc)
+        attempts = functools.partial(_attempts, self, job, message_id, message, first)
+        return functools.partial(self._guarded, job, attempts)
+
+    def _guarded(self, job: Job, call: Callable[[], T]) -> T | Result:
+        """call(), but an unexpected error becomes "unknown" (it may have happened after the
+        server accepted the message); a policy block also halts every lane at once."""
+        try:
+            result = call()
         except BaseException as exc:  # noqa: BLE001 - reported as an outcome, never lost
             log.exception("delivery %s to %s", job.id, job.email)
-            result = Result("unknown", "", f"internal error: {type(exc).__name__}: {exc}")
-        if result.pause:
+            return Result("unknown", "", f"internal error: {type(exc).__name__}: {exc}")
+        if isinstance(result, Result) and result.pause:
             self.halt.set()
         return result
 
 
-def _deliver(worker: Worker, job: Job) -> Result:
-    """One message: compose, send, retry transient failures with backoff."""
+Starter = Callable[[str, str, bytes, str], Callable[[], None]]
+
+
+def _raiser(exc: BaseException) -> Callable[[], None]:
+    def fail() -> None:
+        raise exc
+
+    return fail
+
+
+def _prepare(worker: Worker, job: Job) -> tuple[str, bytes] | Result:
+    """(Message-ID, message) of a job, or its result when it is not to be sent."""
     if worker.halt.is_set():
         return Result("released")
-    personalizer, options = worker.personalizer, worker.options
-    message_id = personalizer.message_id(job.subscriber_id)
+    message_id = worker.personalizer.message_id(job.subscriber_id)
     try:
-        message = personalizer.compose(job.subscriber_id, job.email, job.name, worker.clock())
+        message = worker.personalizer.compose(
+            job.subscriber_id, job.email, job.name, worker.clock(), message_id
+        )
     except ValueError as exc:  # a name or address that cannot go into a header
         return Result("failed", message_id, f"cannot compose: {exc}")
-    for attempt in range(1, options.max_attempts + 1):
+    return message_id, message
+
+
+def _deliver(worker: Worker, job: Job) -> Result:
+    """One message: compose, send, retry transient failures with backoff."""
+    prepared = _prepare(worker, job)
+    if isinstance(prepared, Result):
+        return prepared
+    message_id, message = prepared
+
+    def send() -> None:
+        worker.transport.send(worker.sender, job.email, message, message_id)
+
+    return _attempts(worker, job, message_id, message, send)
+
+
+def _attempts(
+    worker: Worker, job: Job, message_id: str, message: bytes, first: Callable[[], None]
+) -> Result:
+    """first() is the first try; transient failures are tried again with `send`, after an
+    exponential backoff with full jitter (so parallel senders do not retry in step)."""
+    options = worker.options
+
+    def resend() -> None:
+        worker.transport.send(worker.sender, job.email, message, message_id)
+
+    attempt, call = 1, first
+    while True:
         try:
-            worker.transport.send(worker.sender, job.email, message, message_id)
+            call()
             return Result("sent", message_id)
         except DeliveryError as exc:
             error = exc.message + (f" (SMTP {exc.code})" if exc.code else "")
@@ -138,9 +219,8 @@ def _deliver(worker: Worker, job: Job) -> Result:
                 return Result("failed", message_id, error, suppress=klass == "1")
             if attempt == options.max_attempts or worker.halt.is_set():
                 return Result("failed", message_id, f"gave up after {attempt} tries: {error}")
-            # exponential backoff with full jitter, so parallel workers do not retry in step
             worker.sleep(random.uniform(0, options.backoff * 2 ** (attempt - 1)))
-    raise AssertionError("unreachable")  # pragma: no cover
+            attempt, call = attempt + 1, resend
 
 
 class Lanes(Protocol):  # pragma: no cover - a Protocol has no behaviour
@@ -318,7 +398,7 @@ def _lane_main(conn: Connection, worker: Worker, parent: int) -> None:
                 return
             if chunk is None:
                 return
-            conn.send([tuple(worker.deliver(job)) for job in chunk])
+            conn.send([tuple(result) for result in worker.deliver_all(chunk)])
     finally:
         worker.transport.close()
 

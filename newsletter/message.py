@@ -80,7 +80,9 @@ _WORD_BYTES = 42
 class MessageTemplate:
     """One issue's message, pre-encoded; `compose` fills in one subscriber."""
 
-    __slots__ = ("_pieces", "_slots", "_default_name", "subject", "sender_address", "boundary")
+    __slots__ = (
+        "_pieces", "_slots", "_default_name", "subject", "sender_address", "boundary", "_date"
+    )
 
     def __init__(
         self,
@@ -97,6 +99,7 @@ class MessageTemplate:
         self.subject = subject  # as it will be shown, prefix included
         self.sender_address = sender_address  # the From address: use it as the envelope sender
         self.boundary = boundary
+        self._date: tuple[datetime, object, bytes] | None = None  # the last Date header made
 
     @classmethod
     def build(
@@ -264,7 +267,7 @@ class MessageTemplate:
 
         greeting = shown or self._default_name
         values = (
-            format_datetime(date).encode("ascii"),
+            self._date_header(date),
             to.encode("ascii"),
             message_id.encode("ascii"),
             list_unsubscribe.encode("ascii"),
@@ -281,6 +284,16 @@ class MessageTemplate:
         for index, slot in self._slots:
             out[index] = values[slot]
         return WireSafe(b"".join(out))
+
+
+    def _date_header(self, date: datetime) -> bytes:
+        # A send stamps thousands of messages within the same second: format it once.
+        last = self._date
+        second, offset = date.replace(microsecond=0), date.utcoffset()
+        if last is None or last[0] != second or last[1] != offset:
+            last = (second, offset, format_datetime(date).encode("ascii"))
+            self._date = last
+        return last[2]
 
 
 def make_message_id(issue_id: int, subscriber_id: int, domain: str) -> str:
@@ -305,10 +318,13 @@ def _check_text(header: str, value: str) -> None:
 
 
 def _check_url(label: str, url: str) -> None:
-    # The same rule as digest.personalize, so compose() accepts exactly what it accepts.
-    if urlsplit(url).scheme not in ("https", "http") or any(c in url for c in "\r\n\t "):
+    # The same rule as digest.personalize, so compose() accepts exactly what it accepts
+    # (urlsplit only when the scheme is not plainly there: it costs 10 µs a call).
+    if not url.startswith(("https://", "http://")) and urlsplit(url).scheme not in ("https", "http"):
         raise ValueError(f"{label} must be an absolute http(s) URL, got {url!r}")
-    if _CONTROL.search(url):
+    if " " in url or _CONTROL.search(url):
+        if any(c in url for c in "\r\n\t "):
+            raise ValueError(f"{label} must be an absolute http(s) URL, got {url!r}")
         raise ValueError(f"{label} contains a control character: {url!r}")
 
 

@@ -250,13 +250,15 @@ class Personalizer:
     def message_id(self, subscriber_id: int) -> str:
         return make_message_id(self._issue.id, subscriber_id, self._host)
 
-    def compose(self, subscriber_id: int, email: str, name: str, date: datetime) -> bytes:
+    def compose(
+        self, subscriber_id: int, email: str, name: str, date: datetime, message_id: str = ""
+    ) -> bytes:
         token = self.token(subscriber_id)
         base = self._config.public_url
         return self._template.compose(
             to_email=email,
             to_name=name,
-            message_id=self.message_id(subscriber_id),
+            message_id=message_id or self.message_id(subscriber_id),
             date=date,
             unsubscribe_url=links.unsubscribe_url(base, token),
             unsubscribe_mailto=links.unsubscribe_mailto(self._config.email.unsubscribe_mailto, token),

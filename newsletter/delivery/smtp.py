@@ -191,40 +191,67 @@ class SMTPTransport:
             ValueError: a malformed envelope address.
             RuntimeError: the transport was closed.
         """
+        self.start(sender, recipient, message, message_id)()
+
+    def start(
+        self, sender: str, recipient: str, message: bytes, message_id: str
+    ) -> Callable[[], None]:
+        """`send` in two halves: this one writes the whole message; the function it returns
+        waits for the server's reply to it (and raises what `send` would). In between the
+        caller can prepare its next message while the server takes in this one. The
+        connection stays taken until that function is called, which must happen exactly once.
+
+        Raises:
+            DeliveryError: the message could not be handed over (it was not accepted).
+            ValueError, RuntimeError: as `send`.
+        """
         check_envelope(sender, recipient)
         if self._closed:
             raise RuntimeError("the SMTP transport is closed")
         data = _wire_format(message)
         self.limiter.acquire()
-        with self._slots:
-            session = self._checkout()
+        self._slots.acquire()
+        session = self._checkout()
+        try:
+            for attempt in (1, 2):
+                if session is None:
+                    session = self._connect(recipient)
+                try:
+                    self._envelope_and_data(session, sender, recipient, data, len(message))
+                    break
+                except _Reconnect as lost:
+                    session.usable = False
+                    self._discard(session)
+                    session = None
+                    logger.info(
+                        "SMTP session lost before sending %s (%s); attempt %d",
+                        message_id,
+                        lost.reason,
+                        attempt,
+                    )
+                    if attempt == 2:
+                        raise DeliveryError(
+                            recipient,
+                            f"server closed the connection twice: {lost.reason}",
+                            kind="transient",
+                            code=lost.code,
+                        ) from None
+        except BaseException:
+            if session is not None:
+                self._checkin(session)
+            self._slots.release()
+            raise
+        assert session is not None
+        taken = session
+
+        def finish() -> None:
             try:
-                for attempt in (1, 2):
-                    if session is None:
-                        session = self._connect(recipient)
-                    try:
-                        self._transaction(session, sender, recipient, data, len(message))
-                        return
-                    except _Reconnect as lost:
-                        session.usable = False
-                        self._discard(session)
-                        session = None
-                        logger.info(
-                            "SMTP session lost before sending %s (%s); attempt %d",
-                            message_id,
-                            lost.reason,
-                            attempt,
-                        )
-                        if attempt == 2:
-                            raise DeliveryError(
-                                recipient,
-                                f"server closed the connection twice: {lost.reason}",
-                                kind="transient",
-                                code=lost.code,
-                            ) from None
+                self._final_reply(taken, recipient)
             finally:
-                if session is not None:
-                    self._checkin(session)
+                self._checkin(taken)
+                self._slots.release()
+
+        return finish
 
     def split(self) -> list[SMTPTransport]:
         """One single-connection transport per connection, the rate shared out evenly: for
@@ -326,7 +353,7 @@ class SMTPTransport:
         return _Session(smtp)
 
     # --- one message ---------------------------------------------------------------------------
-    def _transaction(
+    def _envelope_and_data(
         self, session: _Session, sender: str, recipient: str, data: bytes, size: int
     ) -> None:
         smtp = session.smtp
@@ -370,6 +397,9 @@ class SMTPTransport:
             # The final "." was not written, so the server cannot have accepted the message.
             session.usable = False
             _fail(recipient, f"connection lost while sending the message: {_describe(exc)}", exc)
+
+    def _final_reply(self, session: _Session, recipient: str) -> None:
+        smtp = session.smtp
         try:
             code, reply = smtp.getreply()
         except (OSError, smtplib.SMTPException) as exc:
