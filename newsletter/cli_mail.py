@@ -414,6 +414,7 @@ def _print_report(report: SendReport) -> None:
         f"{counts.get('suppressed', 0)} suppressed, {counts.get('unknown', 0)} unknown, "
         f"{counts.get('queued', 0)} still queued"
         + (f", {counts['sending']} being sent" if counts.get("sending") else "")
+        + (f" (through {report.senders})" if report.senders else "")
     )
     if report.marked_unknown:
         click.echo(

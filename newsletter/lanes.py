@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}  # the sender's to act on, never a lane's
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
@@ -238,15 +239,22 @@ class Lanes(Protocol):  # pragma: no cover - a Protocol has no behaviour
 
     def close(self) -> None: ...
 
+    def describe(self) -> str:
+        """e.g. "2 sending processes", for the report."""
+        ...
+
+
+def _count(number: int, what: str) -> str:
+    return f"{number} {what}" + ("" if number == 1 else "es" if what.endswith("s") else "s")
+
 
 class ThreadLanes:
     """`parallelism` sending threads in this process."""
 
     def __init__(self, worker: Worker, window: int) -> None:
         self._worker = worker
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(1, worker.transport.parallelism), thread_name_prefix="send"
-        )
+        self._threads = max(1, worker.transport.parallelism)
+        self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="send")
         self._results: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         # Half a window recorded at a time, the freed half claimed again at once, so the
         # connections keep working while the ledger commits.
@@ -272,6 +280,9 @@ class ThreadLanes:
 
     def halt(self) -> None:
         self._worker.halt.set()
+
+    def describe(self) -> str:
+        return _count(self._threads, "sending thread")
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -302,6 +313,10 @@ class ProcessLanes:
         # could finalize a copy of this process's database connection.
         gc.collect()
         gc.freeze()
+        # Blocked across the forks, so a lane is born deaf to them: a SIGTERM for the sender
+        # arriving meanwhile waits for this process (which stops cleanly) instead of killing a
+        # lane mid-message.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             for transport in transports:
                 ours, theirs = context.Pipe()
@@ -319,6 +334,7 @@ class ProcessLanes:
             self.close()
             raise
         finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             gc.unfreeze()
 
     def submit(self, jobs: Sequence[Job]) -> None:
@@ -369,6 +385,9 @@ class ProcessLanes:
     def halt(self) -> None:
         self._halt.set()
 
+    def describe(self) -> str:
+        return _count(len(self._lanes), "sending process")
+
     def close(self) -> None:
         for lane in self._lanes:
             try:
@@ -385,8 +404,9 @@ class ProcessLanes:
 
 def _lane_main(conn: Connection, worker: Worker, parent: int) -> None:
     """A sending process: chunks of jobs in, their results out, until None or end of pipe."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for number in _STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     _die_with_parent()
     if os.getppid() != parent:  # it died before the line above took effect
         return

@@ -87,6 +87,7 @@ class SendReport:
     counts: dict[str, int] = field(default_factory=dict)  # deliveries per status
     message: str = ""  # why it paused / was skipped / is busy
     marked_unknown: int = 0  # "sending" rows found from a crashed run, now "unknown"
+    senders: str = ""  # how this run sent, e.g. "2 sending processes" or "1 sending thread"
 
     @property
     def recipients(self) -> int:
@@ -359,6 +360,7 @@ def _send_locked(
     # `lanes.chunk` outcomes are recorded and as many deliveries claimed again at once.
     window = options.batch_size
     lanes = lanes_for(worker, window)  # before the progress bar starts a thread
+    report.senders = lanes.describe()
     if progress:
         progress(done, total)
     step = lanes.batch
