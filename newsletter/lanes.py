@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 from .delivery import Transport
 from .errors import DeliveryError
-from .model import Delivery
+from .model import Claimed as Job
 
 if TYPE_CHECKING:
     from .sending import Personalizer, SendOptions
@@ -50,19 +50,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}  # the sender's to act on, never a lane's
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-
-
-class Job(NamedTuple):
-    """What composing and sending one message needs of its delivery (cheap to pickle)."""
-
-    id: int
-    subscriber_id: int
-    email: str
-    name: str
-
-    @classmethod
-    def of(cls, delivery: Delivery) -> Job:
-        return cls(delivery.id, delivery.subscriber_id, delivery.email, delivery.name)
 
 
 class Result(NamedTuple):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from .htmltext import html_to_text
 
@@ -213,6 +214,15 @@ class Issue:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     recipients_frozen_at: datetime | None = None
+
+
+class Claimed(NamedTuple):
+    """A delivery just claimed for sending: what composing and sending its message need."""
+
+    id: int
+    subscriber_id: int
+    email: str
+    name: str
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from .delivery import Transport
 from .digest import RenderedDigest
 from .emailqa import check_digest
 from .errors import NewsletterError
-from .lanes import Job, Outcome, Worker, lanes_for
+from .lanes import Outcome, Worker, lanes_for
 from .message import MessageTemplate, make_message_id
 from .model import Article, Issue, RenderedBody
 from .store import Store
@@ -407,12 +407,12 @@ def _send_locked(
             if progress:
                 progress(done, total)
         elif limit:
-            batch = store.claim_batch(issue.id, limit, clock())
+            batch = store.record_and_claim((), (), issue.id, limit, clock())
         else:
             return
         if limit:
             exhausted = not batch
-            lanes.submit([Job.of(delivery) for delivery in batch])
+            lanes.submit(batch)
             outstanding += len(batch)
 
     try:

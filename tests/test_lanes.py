@@ -30,7 +30,6 @@ from newsletter.campaign import message_template
 from newsletter.config import Config
 from newsletter.delivery.outbox import OutboxTransport
 from newsletter.lanes import (
-    Job,
     Outcome,
     ProcessLanes,
     Result,
@@ -38,6 +37,7 @@ from newsletter.lanes import (
     Worker,
     lanes_for,
 )
+from newsletter.model import Claimed as Job
 from newsletter.sending import Personalizer, SendOptions, stored_digest
 from newsletter.store import Store
 

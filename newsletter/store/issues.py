@@ -13,6 +13,7 @@ from ..errors import StoreError
 from ..model import (
     DELIVERY_STATUSES,
     ISSUE_STATUSES,
+    Claimed,
     Delivery,
     Issue,
 )
@@ -46,7 +47,10 @@ log = logging.getLogger(__package__)
 _d, _s = deliveries_t, subscribers_t
 _CANDIDATES = (
     sa.select(
-        _d,
+        _d.c.id,
+        _d.c.subscriber_id,
+        _d.c.email,
+        _d.c.name,
         sa.exists()
         .where(
             _s.c.id == _d.c.subscriber_id,
@@ -278,7 +282,12 @@ class IssueStore(StoreBase):
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         with self._tx() as conn:
-            return _claim(conn, issue_id, limit, now)
+            claimed = [c.id for c in _claim(conn, issue_id, limit, now)]
+            if not claimed:
+                return []
+            d = deliveries_t
+            rows = conn.execute(sa.select(d).where(d.c.id.in_(claimed)).order_by(d.c.id)).mappings()
+            return [_delivery(row) for row in rows]
 
     def record_and_claim(
         self,
@@ -287,9 +296,10 @@ class IssueStore(StoreBase):
         issue_id: int,
         limit: int,
         now: datetime,
-    ) -> list[Delivery]:
+    ) -> list[Claimed]:
         """`finish_many(finished)`, `release(released)` and `claim_batch(limit)` (none when
-        limit is 0) in ONE transaction: the send loop's step, one commit instead of three."""
+        limit is 0) in ONE transaction: the send loop's step, one commit instead of three. The
+        claimed deliveries come back as what sending needs of them, not as full rows."""
         _aware(now)
         _check_outcomes(finished)
         with self._tx() as conn:
@@ -450,9 +460,9 @@ def _release(conn: sa.Connection, delivery_ids: Sequence[int], now: datetime) ->
     return int(count)
 
 
-def _claim(conn: sa.Connection, issue_id: int, limit: int, now: datetime) -> list[Delivery]:
+def _claim(conn: sa.Connection, issue_id: int, limit: int, now: datetime) -> list[Claimed]:
     audience = _issue_row(conn, issue_id)["audience_id"]
-    claimed: list[Delivery] = []
+    claimed: list[Claimed] = []
     while len(claimed) < limit:
         candidates = conn.execute(
             _CANDIDATES, {"issue": issue_id, "audience": audience, "limit": limit - len(claimed)}
@@ -468,14 +478,5 @@ def _claim(conn: sa.Connection, issue_id: int, limit: int, now: datetime) -> lis
                 conn.execute(_SUPPRESS_QUEUED, {"ids": ids, "reason": reason, "now": now})
         if ok:
             conn.execute(_CLAIM_QUEUED, {"ids": [c.id for c in ok], "now": now})
-            # the rows as the update left them, without reading them back
-            claimed.extend(
-                Delivery(
-                    id=c.id, issue_id=issue_id, subscriber_id=c.subscriber_id, email=c.email,
-                    name=c.name, status="sending", attempts=c.attempts + 1, queued_at=c.queued_at,
-                    updated_at=now, last_error=c.last_error, message_id=c.message_id,
-                    sent_at=c.sent_at,
-                )
-                for c in ok
-            )
+            claimed.extend(Claimed(c.id, c.subscriber_id, c.email, c.name) for c in ok)
     return claimed
