@@ -183,6 +183,7 @@ _HANDLERS = (("---", "YAML", _YAML()), ("+++", "TOML", _TOML()), ("{", "JSON", J
 # XML 1.0 forbids these; lxml refuses them at serialisation time and one stray \x0b would
 # otherwise break a whole feed.
 _ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_ILLEGAL_BYTES = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20)])
 # "Bron: X", "**Bron:** X", "**Bron**: X", and the English "Source: X".
 _SOURCE_LINE = re.compile(
     r"^\s*[*_]{0,2}(?:Bron|Source)[*_]{0,2}\s*:\s*[*_]{0,2}\s*(.+?)\s*$", re.I
@@ -204,7 +205,14 @@ def decode(raw: bytes, path: str) -> str:
         raise ArticleError(
             path, None, f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start}"
         ) from None
-    return _ILLEGAL_XML.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    # The characters XML forbids are, in UTF-8, exactly these single bytes and two 3-byte
+    # sequences: looking for them in the bytes costs a few µs, the regex over the text ~30.
+    illegal = len(raw.translate(None, _ILLEGAL_BYTES)) != len(raw)
+    if illegal or b"\xef\xbf\xbe" in raw or b"\xef\xbf\xbf" in raw:
+        text = _ILLEGAL_XML.sub("", text)
+    return text
 
 
 def _split(text: str, path: str) -> tuple[str, Any, str, str]:

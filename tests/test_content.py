@@ -877,3 +877,27 @@ def test_section_text_is_the_text_of_the_sanitized_html() -> None:
     assert "Tekst in een blok" in section.text
     assert "een link (https://x.nl/a)" in section.text
     assert "- een\n- twee" in section.text
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(
+        alphabet=st.characters(
+            exclude_categories=["Cs"],
+            include_characters="\x00\x01\x08\x0b\x0c\x0e\x1f\r\n\t\ufffe\uffff\ufeffé",
+        ),
+        max_size=200,
+    )
+)
+def test_property_decode_strips_exactly_what_xml_forbids(text: str) -> None:
+    """decode() looks for XML-illegal characters in the bytes (fast) before running the regex:
+    the result must be what the regex alone gives."""
+    from newsletter.content import _ILLEGAL_XML, decode
+
+    raw = text.encode("utf-8")
+    if b"\x00" in raw[:8192]:
+        return  # a binary file: an error, tested elsewhere
+    expected = _ILLEGAL_XML.sub(
+        "", raw.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
+    )
+    assert decode(raw, "x.md") == expected
