@@ -44,9 +44,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import pyspy  # noqa: E402 - bench/pyspy.py, beside this file
+
 REPO = HERE.parent
 AUDIENCE = "beslissers"
 SEND_NOW = "2026-11-30T08:00"
@@ -186,8 +188,9 @@ def run_send(site: Path, sink: Sink, size: int, profile: Path | None = None) -> 
     sink.reset()
     command = [sys.executable, "-m", "newsletter", "send", AUDIENCE, "--now", SEND_NOW,
                "--config", str(site / "config.toml")]
-    if profile is not None:
-        command[1:3] = [str(HERE / "send.py"), "--profile-send", str(profile), "--"]
+    if profile is not None:  # py-spy around it, recording every process of the send
+        command = ["py-spy", "record", "--subprocesses", "--rate", str(pyspy.RATE), "--format",
+                   "raw", "--output", str(profile), "--", *command]
     with (site / "send.out").open("wb") as out, (site / "send.err").open("wb") as err:
         start = time.perf_counter()
         process = subprocess.Popen(command, cwd=site, env=send_env(), stdout=out, stderr=err)
@@ -326,113 +329,6 @@ def compose_costs(site: Path, calls: int, message_out: Path | None = None) -> tu
     return statistics.median(full) * 1e6, statistics.median(bare) * 1e6, len(first)
 
 
-# --- where a message's time goes (in-process) ----------------------------------------------------
-def breakdown(site: Path, sink: Sink, size: int, connections: int) -> str:
-    """`send_issue` in this process with timers around the transport's send, the per-subscriber
-    compose and the store's per-batch calls; plus the transport's wire formatting (CRLF + dot
-    stuffing) of the real message, timed on its own. µs per message."""
-    from newsletter.builder import load_catalog
-    from newsletter.cli import parse_now
-    from newsletter.config import load_config
-    from newsletter.delivery.smtp import SMTPTransport, _wire_format
-    from newsletter.sending import Personalizer, SendOptions, prepare_issue, send_issue
-    from newsletter.store import Store
-
-    fresh_database(site)
-    write_config(site, sink.port, connections)
-    config = load_config(site / "config.toml")
-    now = parse_now(SEND_NOW, config.site.timezone)
-    catalog = load_catalog(config)
-    spent: dict[str, float] = {}
-    lock = threading.Lock()
-
-    def timer(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return call(*args, **kwargs)
-            finally:
-                with lock:
-                    spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
-        return timed
-
-    original_compose = Personalizer.compose
-    store = Store.open(config.store_url)
-    transport = SMTPTransport("127.0.0.1", sink.port, starttls=False, ssl=False,
-                              connections=connections, local_hostname="bench.localhost")
-    try:
-        issue, _plan = prepare_issue(config, config.audience(AUDIENCE), "2026-W49", now, store,
-                                     catalog.articles, catalog.rendered, now)
-        assert issue is not None
-        Personalizer.compose = timer("compose", original_compose)  # type: ignore[method-assign]
-        transport.send = timer("transport.send", transport.send)  # type: ignore[method-assign]
-        for name in ("claim_batch", "finish_many", "acquire_lease"):
-            setattr(store, name, timer("store", getattr(store, name)))
-        sink.reset()
-        start = time.perf_counter()
-        report = send_issue(config, issue, store, transport, SECRET.encode(), SendOptions())
-        wall = time.perf_counter() - start
-    finally:
-        Personalizer.compose = original_compose  # type: ignore[method-assign]
-        transport.close()
-        store.close()
-    assert report.counts["sent"] == size, report
-    message = (site / "message.eml").read_bytes()[:-3].replace(b"\r\n..", b"\r\n.")
-    wire: list[float] = []
-    for _ in range(1000):
-        begin = time.perf_counter()
-        _wire_format(message)
-        wire.append(time.perf_counter() - begin)
-    per = {name: seconds / size * 1e6 for name, seconds in spent.items()}
-    return (
-        f"in-process send_issue, n={size}, c={connections}: {size / wall:,.0f} msg/s, "
-        f"{wall / size * 1e6:.0f} µs/message of wall; summed over threads per message: "
-        f"transport.send {per['transport.send']:.0f} µs (its wire formatting alone "
-        f"{statistics.median(wire) * 1e6:.0f} µs), compose {per['compose']:.0f} µs, store "
-        f"(lease + claim + record, per batch of {SendOptions().batch_size}) {per['store']:.0f} µs"
-    )
-
-
-# --- profiling the sender (all threads) ----------------------------------------------------------
-def profile_send(output: Path, argv: Sequence[str]) -> None:
-    """Run `newsletter send` in this process with cProfile in every thread; stats to `output`."""
-    import cProfile
-    import pstats
-
-    profiles: list[cProfile.Profile] = []
-    lock = threading.Lock()
-    original_run = threading.Thread.run
-
-    def run(self: threading.Thread) -> None:
-        profile = cProfile.Profile()
-        with lock:
-            profiles.append(profile)
-        profile.enable()
-        try:
-            original_run(self)
-        finally:
-            profile.disable()
-
-    threading.Thread.run = run  # type: ignore[method-assign]
-    main_profile = cProfile.Profile()
-    profiles.append(main_profile)
-    from newsletter.cli import main
-
-    code = 0
-    main_profile.enable()
-    try:
-        main(list(argv), standalone_mode=False)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        main_profile.disable()
-    stats = pstats.Stats(profiles[0])
-    for profile in profiles[1:]:
-        stats.add(profile)
-    stats.dump_stats(str(output))
-    sys.exit(code)
-
-
 # --- report --------------------------------------------------------------------------------------
 def spread(values: Sequence[float], fmt: Callable[[float], str]) -> str:
     if len(values) == 1:
@@ -448,21 +344,16 @@ def main() -> None:
     parser.add_argument("--sink", choices=["asyncio", "aiosmtpd"], default="asyncio")
     parser.add_argument("--compose-calls", type=int, default=10_000)
     parser.add_argument("--profile", metavar="DIR",
-                        help="also profile one extra send per size and connection count (cProfile, all threads) into DIR")
+                        help="also profile one extra send per size and connection count with py-spy "
+                             "(every process: the ledger and the sending processes) into DIR")
     parser.add_argument("--keep", metavar="DIR", help="build the sites in DIR and keep them")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here (bench/run.py)")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="also time the parts of a message in an in-process send, per size and connection count")
     # internal modes
     parser.add_argument("--replay", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--replay-connections", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--profile-send", type=Path, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
-    if args.profile_send:
-        profile_send(args.profile_send, [a for a in rest if a != "--"])
-        return
     if args.replay:
         replay(args.replay, args.port, args.count, args.replay_connections)
         return
@@ -479,7 +370,7 @@ def main() -> None:
     rows: list[str] = []
     results: dict[str, object] = {"runs": args.runs, "sends": []}
     compose_line = ""
-    breakdowns: list[str] = []
+    profiles: list[str] = []
     try:
         for size in sizes:
             site = root / f"n{size}"
@@ -504,14 +395,13 @@ def main() -> None:
                     print(f"  n={size} c={connections} run {run + 1}: send {sends[-1].wall:.2f} s, "
                           f"{sends[-1].rate:,.0f} msg/s, ceiling {ceilings[-1].rate:,.0f} msg/s, "
                           f"peak RSS {sends[-1].peak_rss:.0f} MB", flush=True)
-                if args.breakdown:
-                    breakdowns.append(breakdown(site, sink, size, connections))
                 if args.profile:
                     folder = Path(args.profile)
                     folder.mkdir(parents=True, exist_ok=True)
-                    target = folder / f"send-n{size}-c{connections}.prof"
+                    target = folder / f"send-n{size}-c{connections}.txt"
                     run_send(site, sink, size, profile=target)
-                    print(f"  profile: {target}", flush=True)
+                    profiles.append(f"profile of one send, n={size} c={connections} ({target}):\n"
+                                    + pyspy.summary(target, top=8))
                 ratios = [s.rate / c.rate for s, c in zip(sends, ceilings, strict=True)]
                 results["sends"].append({  # type: ignore[attr-defined]
                     "subscribers": size, "connections": connections,
@@ -549,8 +439,8 @@ def main() -> None:
     for row in rows:
         print(row)
     print(compose_line)
-    for line in breakdowns:
-        print(line)
+    for text in profiles:
+        print(text)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
 
