@@ -401,7 +401,8 @@ SETTINGS: tuple[Setting, ...] = (
         "delivery.smtp",
         "connections",
         1,
-        "Parallel SMTP connections, each reused for many messages.",
+        "Parallel SMTP connections, each reused for many messages"
+        " (`newsletter send`: one sending process each).",
         _positive_int,
     ),
     Setting(

@@ -10,8 +10,8 @@ and gives claimed deliveries to a lanes object; lanes compose and send them and 
 - `ProcessLanes`: one forked process per connection, each with its own transport (from
   `transport.split()`), so composing and SMTP run beside the ledger instead of taking turns
   with it for one interpreter lock: on 2 cores about twice the rate of threads. Used by
-  `lanes_for` only where forking is safe (no other thread in this process) and the transport
-  can be split. The processes ignore SIGTERM/SIGINT (the ledger's process decides when to stop
+  `lanes_for` only where forking is safe (Linux, no other thread in this process) and the
+  transport can be split. The processes ignore SIGTERM/SIGINT (the ledger's process decides when to stop
   and tells them through `halt`) and die with it (Linux: PR_SET_PDEATHSIG), so a killed sender
   never leaves a process sending on its behalf; what was in flight is "sending" in the ledger
   and becomes "unknown" on the next run, as with threads.
@@ -29,6 +29,7 @@ import queue
 import random
 import re
 import signal
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -415,7 +416,7 @@ def _die_with_parent() -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the closed pipe ends it after its chunk
+    except (OSError, AttributeError):  # pragma: no cover - lanes_for forks on Linux only
         pass
 
 
@@ -424,7 +425,9 @@ def lanes_for(worker: Worker, window: int) -> Lanes:
     split: Callable[[], list[Transport]] | None = getattr(worker.transport, "split", None)
     if (
         split is not None
-        and "fork" in multiprocessing.get_all_start_methods()
+        # Linux: fork is the default start method there (macOS system libraries are not
+        # fork-safe), and a lane can be tied to its parent's life (PR_SET_PDEATHSIG)
+        and sys.platform.startswith("linux")
         and threading.active_count() == 1  # a fork copies no lock another thread might hold
     ):
         return ProcessLanes(worker, split(), window)

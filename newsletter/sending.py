@@ -357,7 +357,7 @@ def _send_locked(
     worker = Worker(personalizer, transport, sender, options, clock, threading.Event(), sleep)
     # The in-flight window: at most batch_size deliveries are "sending" in the ledger at any
     # moment (claimed, not yet recorded), so a crash leaves at most that many "unknown". Each
-    # `lanes.chunk` outcomes are recorded and as many deliveries claimed again at once.
+    # `lanes.batch` outcomes are recorded and as many deliveries claimed, in one transaction.
     window = options.batch_size
     lanes = lanes_for(worker, window)  # before the progress bar starts a thread
     report.senders = lanes.describe()
@@ -436,6 +436,9 @@ def _send_locked(
                 not outstanding or len(pending) >= step or time.monotonic() - flushed > _FLUSH_SECONDS
             )
             step_ledger(record)
+    except BaseException:
+        lanes.halt()  # the ledger failed: what it could not record must not be sent either
+        raise
     finally:
         lanes.close()
     report.counts = store.delivery_counts(issue.id)

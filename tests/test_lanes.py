@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,15 @@ def collect_all(lanes: Any, expected: int, timeout: float = 20.0) -> list[Outcom
     return got
 
 
+def run(lanes: Any, work: list[Job]) -> list[Outcome]:
+    """Submit the jobs, wait for every outcome, close the lanes."""
+    try:
+        lanes.submit(work)
+        return collect_all(lanes, len(work))
+    finally:
+        lanes.close()
+
+
 def recipients_in(*folders: Path) -> Counter[str]:
     seen: Counter[str] = Counter()
     for folder in folders:
@@ -106,13 +116,9 @@ def recipients_in(*folders: Path) -> Counter[str]:
 def test_process_lanes_send_every_job_once_and_report_each(worker: Worker, tmp_path: Path) -> None:
     folders = [tmp_path / "lane1", tmp_path / "lane2"]
     lanes = ProcessLanes(worker, [OutboxTransport(f) for f in folders], window=8)
-    try:
-        assert lanes.chunk == 2 and lanes.batch == 4 and lanes.describe() == "2 sending processes"
-        work = jobs(25)
-        lanes.submit(work)
-        outcomes = collect_all(lanes, len(work))
-    finally:
-        lanes.close()
+    assert lanes.chunk == 2 and lanes.batch == 4 and lanes.describe() == "2 sending processes"
+    work = jobs(25)
+    outcomes = run(lanes, work)
     assert sorted(o.job for o in outcomes) == work
     assert {o.result.status for o in outcomes} == {"sent"}
     assert all(o.result.message_id == worker.personalizer.message_id(o.job.subscriber_id) for o in outcomes)
@@ -171,16 +177,10 @@ def test_lane_processes_ignore_sigterm(worker: Worker, tmp_path: Path) -> None:
 
 
 def test_thread_lanes_give_the_same_outcomes(worker: Worker, tmp_path: Path) -> None:
-    from dataclasses import replace
-
     lanes = ThreadLanes(replace(worker, transport=OutboxTransport(tmp_path / "out")), window=8)
-    try:
-        assert lanes.batch == 4 and lanes.describe() == "1 sending thread"
-        work = jobs(9)
-        lanes.submit(work)
-        outcomes = collect_all(lanes, len(work))
-    finally:
-        lanes.close()
+    assert lanes.batch == 4 and lanes.describe() == "1 sending thread"
+    work = jobs(9)
+    outcomes = run(lanes, work)
     assert sorted(o.job for o in outcomes) == work
     assert recipients_in(tmp_path / "out") == Counter({job.email: 1 for job in work})
 
@@ -190,8 +190,6 @@ def test_deliver_all_over_smtp_matches_deliver_one_by_one(
 ) -> None:
     """The overlapped path (compose the next message while the server takes in this one)
     gives what sending one by one gives, refusals and retries included."""
-    from dataclasses import replace
-
     handler = Recorder(refuse={"lezer3@example.nl": "550 5.1.1 No such user"})
     server, handler = start_server(handler)
     work = jobs(6)
@@ -210,8 +208,6 @@ def test_deliver_all_over_smtp_matches_deliver_one_by_one(
 
 
 def test_deliver_all_stops_after_a_policy_block(worker: Worker, start_server: Start) -> None:
-    from dataclasses import replace
-
     handler = Recorder(refuse_data={"lezer2@example.nl": "554 5.7.1 Blocked for spam"})
     server, handler = start_server(handler)
     lane = replace(worker, transport=plain(server), halt=threading.Event())
@@ -226,8 +222,6 @@ def test_lanes_for_uses_threads_while_another_thread_runs(worker: Worker, tmp_pa
     class Splittable(OutboxTransport):
         def split(self) -> list[OutboxTransport]:
             return [OutboxTransport(self.folder)]
-
-    from dataclasses import replace
 
     busy = threading.Event()
     other = threading.Thread(target=busy.wait)
