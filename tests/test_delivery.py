@@ -850,3 +850,70 @@ def test_delivery_error_keeps_kind_and_code_and_stays_compatible() -> None:
         "unknown",
         None,
     )
+
+
+# --- RFC 2920 pipelining, seen on the wire ---------------------------------------------------------
+class StrictPipeliningServer:
+    """A raw-socket SMTP server that offers PIPELINING and answers the envelope only once MAIL,
+    RCPT and DATA have all arrived: a client that waits for each reply before the next command
+    gets no answer (and times out). Records what it was sent, per message."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.envelopes: list[bytes] = []
+        self.messages: list[bytes] = []
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+            conn.settimeout(5)
+            with conn:
+                conn.sendall(b"220 strict ESMTP\r\n")
+                buffer = self._read_until(conn, b"", b"\r\n")
+                assert buffer.upper().startswith(b"EHLO"), buffer
+                conn.sendall(b"250-strict\r\n250-PIPELINING\r\n250 SIZE 1000000\r\n")
+                buffer = b""
+                while True:
+                    buffer = self._read_until(conn, buffer, b"\r\n")
+                    if buffer.upper().startswith(b"QUIT"):
+                        conn.sendall(b"221 bye\r\n")
+                        return
+                    # nothing is answered before the whole envelope is here
+                    buffer = self._read_until(conn, buffer, b"DATA\r\n")
+                    envelope, _, buffer = buffer.partition(b"DATA\r\n")
+                    self.envelopes.append(envelope + b"DATA\r\n")
+                    conn.sendall(b"250 ok\r\n250 ok\r\n354 go ahead\r\n")
+                    buffer = self._read_until(conn, buffer, b"\r\n.\r\n")
+                    message, _, buffer = buffer.partition(b"\r\n.\r\n")
+                    self.messages.append(message)
+                    conn.sendall(b"250 queued\r\n")
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    @staticmethod
+    def _read_until(conn: socket.socket, buffer: bytes, marker: bytes) -> bytes:
+        while marker not in buffer:
+            chunk = conn.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed while waiting for {marker!r}: {buffer[-200:]!r}")
+            buffer += chunk
+        return buffer
+
+
+def test_the_envelope_is_pipelined_when_the_server_offers_it() -> None:
+    server = StrictPipeliningServer()
+    transport = SMTPTransport(
+        "127.0.0.1", server.port, starttls=False, ssl=False, local_hostname="client.test", timeout=3
+    )
+    sent = [send(transport, number) for number in (1, 2)]
+    transport.close()
+    server.thread.join(5)
+    assert server.error is None, server.error
+    assert [e.count(b"\r\n") for e in server.envelopes] == [3, 3]
+    assert server.envelopes[0].startswith(b"MAIL FROM:<nieuwsbrief@ai-nieuws.example.nl> SIZE=")
+    assert b"RCPT TO:<lezer2@example.nl>\r\nDATA\r\n" in server.envelopes[1]
+    assert [m + b"\r\n" for m in server.messages] == sent  # WireSafe: nothing to un-stuff
