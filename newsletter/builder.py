@@ -28,8 +28,10 @@ from . import builder as _self
 from . import feeds as _feeds
 from . import output as _output
 from .collector import (
+    INDEX_FILE,
     Catalog,
     LazyList,
+    content_settings,
     is_published,
     micros,
     newest_first,
@@ -69,13 +71,7 @@ from .output import (
 )
 from .workers import Workers, inherited
 
-INDEX_FILE = "index"  # the lean index; its record database is "index.db" beside it
 PARALLEL_MIN_FEEDS = 24  # fewer changed feed files are rendered in this process
-
-
-def content_settings(config: Config) -> ContentSettings:
-    site = config.site
-    return ContentSettings(base_url=site.url, timezone=site.timezone, permalink=site.permalink)
 
 
 def feed_settings(config: Config) -> FeedSettings:
@@ -94,13 +90,6 @@ def feed_settings(config: Config) -> FeedSettings:
         per_tag=feeds.per_tag,
         ttl=feeds.ttl,
     )
-
-
-def load_catalog(config: Config, use_index: bool = True) -> Catalog:
-    """Scan the content folder (parsing in worker processes when many files changed)."""
-    index = config.site.cache_dir / INDEX_FILE if use_index else None
-    with Workers() as workers:
-        return scan(config.site.content_dir, content_settings(config), index, workers=workers)
 
 
 @dataclass(frozen=True)

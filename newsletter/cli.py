@@ -96,8 +96,8 @@ def digest(audience_id: str | None, config_path: Path, now_text: str | None, out
     subscriber would receive, with sample personal values). The issue covers the audience's
     look-back window up to --now. Exit 1 if a digest cannot be rendered.
     """
-    from .builder import load_catalog
     from .campaign import digest_settings, plan_issue, render_issue, write_preview
+    from .collector import load_catalog
 
     config = _load(config_path)
     now = parse_now(now_text, config.site.timezone)
@@ -141,8 +141,7 @@ def digest(audience_id: str | None, config_path: Path, now_text: str | None, out
 @now_option
 def check(config_path: Path, now_text: str | None) -> None:
     """Validate config.toml and every article; list all problems. Exit 1 if there are any."""
-    from .builder import load_catalog
-    from .collector import is_published
+    from .collector import is_published, load_catalog
 
     config = _load(config_path)
     now = parse_now(now_text, config.site.timezone)

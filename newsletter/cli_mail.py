@@ -276,8 +276,8 @@ def send(
     """
     import re
 
-    from .builder import load_catalog
     from .campaign import period_of
+    from .collector import load_catalog
     from .schedules import parse_schedule
 
     config = _load(config_path)
@@ -502,7 +502,7 @@ def plan(config_path: Path, at_text: str | None, audience_id: str | None, as_jso
     missed. Changes nothing."""
     import json
 
-    from .builder import load_catalog
+    from .collector import load_catalog
     from .planner import format_plan, plan_audience
 
     config = _load(config_path)

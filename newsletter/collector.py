@@ -32,6 +32,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Literal, TypeVar, overload
 
+from .config import Config
 from .content import ContentSettings, parse_article, read_body, render_body
 from .errors import ArticleError
 from .index import (
@@ -79,6 +80,22 @@ R = TypeVar("R")
 def micros(moment: datetime) -> int:
     """An aware datetime as exact integer microseconds since the epoch."""
     return (moment - _EPOCH) // _MICROSECOND
+
+
+INDEX_FILE = "index"  # in cache_dir: the lean index; its record database is "index.db" beside it
+
+
+def content_settings(config: Config) -> ContentSettings:
+    site = config.site
+    return ContentSettings(base_url=site.url, timezone=site.timezone, permalink=site.permalink)
+
+
+def load_catalog(config: Config, use_index: bool = True) -> Catalog:
+    """Scan the content folder (parsing in worker processes when many files changed). Here
+    rather than in builder.py, so that the mail commands do not import the feed writers."""
+    index = config.site.cache_dir / INDEX_FILE if use_index else None
+    with Workers() as workers:
+        return scan(config.site.content_dir, content_settings(config), index, workers=workers)
 
 
 # --- discovery ---------------------------------------------------------------------------------

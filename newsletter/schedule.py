@@ -218,7 +218,7 @@ def run_audience(config_path: str, audience_id: str) -> None:
     the window's end come from the scheduled fire time, so a run that starts late (within
     grace) still sends the right issue with the right articles.
     """
-    from .builder import load_catalog
+    from .collector import load_catalog
     from .errors import NewsletterError
     from .sending import deliver_period, options_from
     from .services import make_transport

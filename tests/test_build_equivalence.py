@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from newsletter import builder, collector
 from newsletter import index as index_module
-from newsletter.builder import BuildResult, build, content_settings
-from newsletter.collector import is_published, newest_first, scan
+from newsletter.builder import BuildResult, build
+from newsletter.collector import content_settings, is_published, newest_first, scan
 from newsletter.config import Config, load_config
 from newsletter.content import _StrictLoader, decode, fast_front_matter, split_front_matter
 

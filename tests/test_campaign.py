@@ -75,7 +75,7 @@ def test_an_empty_plan_is_a_render_error(sample_config: Config) -> None:
 
 
 def test_sample_config_renders_each_audience(sample_config: Config, tmp_path: Path) -> None:
-    from newsletter.builder import load_catalog
+    from newsletter.collector import load_catalog
 
     catalog = load_catalog(sample_config)
     for audience in sample_config.audiences:
@@ -96,7 +96,7 @@ def test_sample_config_renders_each_audience(sample_config: Config, tmp_path: Pa
 def test_site_templates_override_file_by_file(sample_config: Config) -> None:
     from dataclasses import replace
 
-    from newsletter.builder import load_catalog
+    from newsletter.collector import load_catalog
 
     assert sample_config.email.templates_dir is not None
     email = sample_config.email.templates_dir / "email"

@@ -10,8 +10,8 @@ import pytest
 from conftest import NOW, REPO
 from test_digest import ISSUE, LEAD, SETTINGS, article, render
 
-from newsletter.builder import load_catalog
 from newsletter.campaign import digest_settings, plan_issue, render_issue
+from newsletter.collector import load_catalog
 from newsletter.config import load_config
 from newsletter.digest import RenderedDigest
 from newsletter.emailqa import Finding, check_digest

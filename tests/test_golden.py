@@ -16,8 +16,9 @@ import pytest
 from conftest import NOW
 from lxml import etree
 
-from newsletter.builder import build, load_catalog
+from newsletter.builder import build
 from newsletter.campaign import digest_settings, plan_issue, render_issue
+from newsletter.collector import load_catalog
 from newsletter.config import load_config
 
 HERE = Path(__file__).parent

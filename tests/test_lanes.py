@@ -245,7 +245,7 @@ CHILD = textwrap.dedent(
     from newsletter.delivery.outbox import OutboxTransport
     from newsletter.lanes import Job, ProcessLanes, Worker, lanes_for
     from newsletter.sending import Personalizer, SendOptions, prepare_issue, stored_digest
-    from newsletter.builder import load_catalog
+    from newsletter.collector import load_catalog
     from newsletter.model import ImportRow
     from newsletter.store import Store
 

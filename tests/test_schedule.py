@@ -59,7 +59,7 @@ def test_a_0230_job_fires_twice_on_the_fall_back_sunday_but_is_one_period() -> N
 def test_the_second_fold_fire_sends_nothing(sample_config: Config, tmp_path: Path) -> None:
     store = Store.open(sample_config.store_url)
     store.import_rows([ImportRow(f"l{i}@example.nl", "", ("beslissers",)) for i in range(3)], datetime.now(UTC))
-    from newsletter.builder import load_catalog
+    from newsletter.collector import load_catalog
 
     catalog = load_catalog(sample_config)
     audience = sample_config.audience("beslissers")

@@ -18,7 +18,7 @@ from conftest import AMSTERDAM
 from test_delivery import Recorder, Start, plain, start_server  # noqa: F401 - fixture
 
 from newsletter import links
-from newsletter.builder import load_catalog
+from newsletter.collector import load_catalog
 from newsletter.config import Config
 from newsletter.model import ImportRow
 from newsletter.sending import SendOptions, prepare_issue, send_issue, skip_issue

@@ -31,8 +31,9 @@ from conftest import NOW, copy_site
 from starlette.exceptions import StarletteDeprecationWarning
 
 from newsletter import links
-from newsletter.builder import build, load_catalog
+from newsletter.builder import build
 from newsletter.cli_web import serve
+from newsletter.collector import load_catalog
 from newsletter.config import Config, load_config
 from newsletter.delivery import MemoryTransport
 from newsletter.errors import ConfigError

@@ -37,7 +37,8 @@ from conftest import NOW, copy_site
 from playwright.sync_api import ViewportSize
 
 from newsletter import links
-from newsletter.builder import build, load_catalog
+from newsletter.builder import build
+from newsletter.collector import load_catalog
 from newsletter.config import Config, load_config
 from newsletter.sending import SendOptions, deliver_period
 from newsletter.services import make_transport

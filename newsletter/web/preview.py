@@ -13,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from ..builder import INDEX_FILE, content_settings
 from ..campaign import SampleLinks, digest_settings, period_of, render_issue
-from ..collector import Catalog, scan
+from ..collector import INDEX_FILE, Catalog, content_settings, scan
 from ..config import AudienceConfig, Config
 from ..errors import NewsletterError
 from ..model import Article, RenderedBody
