@@ -132,7 +132,10 @@ def test_halted_lanes_release_what_they_have_not_started(worker: Worker, tmp_pat
     try:
         work = jobs(20)
         lanes.submit(work)
-        time.sleep(0.2)  # a few are sent by now
+        deadline = time.monotonic() + 10
+        while not list((tmp_path / "out").glob("*.eml")):  # the lane is under way
+            assert time.monotonic() < deadline, "the lane sent nothing"
+            time.sleep(0.01)
         lanes.halt()
         outcomes = collect_all(lanes, len(work))
     finally:

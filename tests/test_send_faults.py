@@ -19,7 +19,9 @@ milliseconds per message so that kills land mid-send). `newsletter send` runs as
 
 k is stratified over 1..N, so the kills cover the first batch, every part of the run and its end.
 After each kill the same command is run again to completion and the ledger (through `Store`) and
-the server's recordings are checked.
+the server's recordings are checked. The SMTP traffic comes from the sender's sending processes
+(one per connection), which die with it; what one wrote just before may still be arriving, so
+the server's count at the kill is taken once nothing more arrives.
 
 The rerun comes immediately after the kill: the killed process still holds the issue's lease,
 and the rerun takes it over because that process (on this host) is gone.
@@ -34,6 +36,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -170,6 +173,20 @@ def reap(process: subprocess.Popen[bytes]) -> int:
     except (ProcessLookupError, PermissionError):
         pass
     return returncode
+
+
+def settled_count(sink: RecordingSink) -> int:
+    """What the server received from the killed run: its last message may still be on its way
+    through the loopback (written by a sending process just before it died), so wait until
+    nothing more arrives."""
+    count = sink.count()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        if sink.count() == count:
+            return count
+        count = sink.count()
+    return count
 
 
 # --- the ledger ----------------------------------------------------------------------------------
@@ -331,7 +348,7 @@ def test_sigkill_at_random_points_then_rerun_resumes_at_most_once(tmp_path: Path
             killed = returncode == -KILL_SIGNAL
             context = f"run {number} ({plan.describe()}), site {config_path.parent}"
             assert killed or returncode == 0, f"{context}: exit {returncode}"
-            at_kill = sink.count()
+            at_kill = settled_count(sink)
             crashed = read_ledger(config_path)
             sending_at_kill = crashed.counts.get("sending", 0)
             # the crash leaves at most one batch in flight
@@ -387,7 +404,7 @@ def test_retry_unknown_sends_the_unknown_ones(tmp_path: Path) -> None:
         arm(sink, process, KillPlan(message=BATCH + 3, before_reply=True), KILL_SIGNAL)
         assert reap(process) == -KILL_SIGNAL
         sink.on_message = None
-        at_kill = sink.count()
+        at_kill = settled_count(sink)
 
         resumed = run_send(config_path)
         assert resumed.returncode == 0, resumed.stderr
