@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 from newsletter.errors import StoreError
-from newsletter.model import DELIVERY_STATUSES, ImportRow, Issue
+from newsletter.model import DELIVERY_STATUSES, Claimed, ImportRow, Issue
 from newsletter.store import (
     SCHEMA_VERSION,
     ConflictError,
@@ -695,6 +695,34 @@ def test_finish_many_and_release(store: Store) -> None:
     assert by_id[c.id].status == "unknown" and by_id[c.id].sent_at is None
     assert (by_id[d.id].status, by_id[d.id].attempts) == ("queued", 0)  # never attempted
     assert [x.id for x in store.claim_batch(issue.id, 5, later)] == [d.id, e.id]
+
+
+def test_record_and_claim_is_one_step_of_the_send_loop(store: Store) -> None:
+    add_many(store, 6)
+    issue = new_issue(store)
+    store.freeze_recipients(issue.id, "beslissers", NOW)
+    first = store.record_and_claim((), (), issue.id, 3, NOW)
+    assert [type(c) for c in first] == [Claimed] * 3
+    full = {d.id: d for d in store.list_deliveries(issue.id)}
+    assert [(c.subscriber_id, c.email, c.name) for c in first] == [
+        (full[c.id].subscriber_id, full[c.id].email, full[c.id].name) for c in first
+    ]
+    assert all(full[c.id].status == "sending" and full[c.id].attempts == 1 for c in first)
+    a, b, c = first
+    later = NOW + timedelta(seconds=5)
+    second = store.record_and_claim(
+        [(a.id, "sent", "<a@x>", ""), (b.id, "unknown", "<b@x>", "dropped")], [c.id], issue.id, 2, later
+    )
+    by_id = {x.id: x for x in store.list_deliveries(issue.id)}
+    assert (by_id[a.id].status, by_id[a.id].sent_at) == ("sent", later)
+    assert by_id[b.id].status == "unknown"
+    # c was released (its attempt undone) and, the oldest queued again, claimed in the same step
+    assert (by_id[c.id].status, by_id[c.id].attempts) == ("sending", 1)
+    assert [x.id for x in second] == [c.id, min(set(by_id) - {a.id, b.id, c.id})]
+    assert store.record_and_claim([(x.id, "sent", "", "") for x in second], (), issue.id, 0, later) == []
+    with pytest.raises(ValueError, match="unknown outcome"):
+        store.record_and_claim([(a.id, "queued", "", "")], (), issue.id, 1, later)
+    assert store.delivery_counts(issue.id)["sending"] == 0
 
 
 # --- leases -------------------------------------------------------------------------------------
