@@ -2,6 +2,7 @@
 """Benchmark `newsletter send`: subscribers -> SMTP sink on 127.0.0.1, against the sink's ceiling.
 
     python bench/send.py [--sizes 10000,100000] [--connections 1,2] [--runs 3] [--sink asyncio]
+                         [--profile DIR]
 
 For each size N a copy of the sample site (content, templates, config.toml with
 `[delivery] transport = "smtp"` pointed at the sink) gets N active `beslissers` subscribers
@@ -20,7 +21,8 @@ The sink (`bench/smtp_sink.py`, its own process, `--sink asyncio` by default: a 
 asyncio.Protocol responder; `--sink aiosmtpd` for aiosmtpd) timestamps the first and last message
 it accepts: msg/s is (N - 1) / (last - first) for both, so start-up (imports, reading the
 articles, rendering the issue, freezing N recipients) is not in it; "wall" is the whole send
-command and "e2e msg/s" N / wall. Peak RSS is the sending process's ru_maxrss (os.wait4).
+command and "e2e msg/s" N / wall. Peak RSS is ru_maxrss from os.wait4: the largest resident set
+among the command's process and its sending processes (which it waits for).
 Compose cost: `Personalizer.compose` (token + links + `MessageTemplate.compose`) and
 `MessageTemplate.compose` alone, each call timed on its own over --compose-calls distinct
 subscribers of the issue just sent; median.
