@@ -9,6 +9,10 @@ marks those "unknown" and never re-sends them unless asked to (`retry_unknown`).
 The digest is rendered and inlined once, when the issue is created, and stored with it; a resumed
 issue sends exactly the stored HTML and text. Per subscriber only the message skeleton is filled in
 (`message.MessageTemplate`).
+
+This module keeps the ledger: it claims a batch, hands it to the lanes (`lanes.py`: sending
+threads, or one sending process per SMTP connection) and records their outcomes while they send,
+each step one transaction (`Store.record_and_claim`).
 """
 
 from __future__ import annotations
