@@ -280,33 +280,27 @@ def _sizes(m: Measurements) -> list[int]:
     return sorted({size for size, _, _ in m.samples})
 
 
-def cold_build(m: Measurements) -> list[Row]:
+def _build_times(m: Measurements, ours_phase: str, hugo_phase: str, label: str) -> list[Row]:
+    """Wall time of one of our build phases against a Hugo phase, per corpus size."""
     rows = []
     for size in _sizes(m):
-        ours, hugo = m.get(size, "newsletter", "cold"), m.get(size, "hugo", "cold")
-        rows.append((f"{size:,}", "cold build", _seconds(ours), _seconds(hugo),
+        ours, hugo = m.get(size, "newsletter", ours_phase), m.get(size, "hugo", hugo_phase)
+        second = " (2nd run)" if hugo and hugo_phase == "second" else ""
+        rows.append((f"{size:,}", label, _seconds(ours), _seconds(hugo) + second,
                      _ratio(ours, hugo, lambda s: s.seconds)))
     return rows
+
+
+def cold_build(m: Measurements) -> list[Row]:
+    return _build_times(m, "cold", "cold", "cold build")
 
 
 def no_change(m: Measurements) -> list[Row]:
-    rows = []
-    for size in _sizes(m):
-        ours, hugo = m.get(size, "newsletter", "nochange"), m.get(size, "hugo", "second")
-        rows.append((f"{size:,}", "rebuild, nothing changed", _seconds(ours),
-                     _seconds(hugo) + (" (2nd run)" if hugo else ""),
-                     _ratio(ours, hugo, lambda s: s.seconds)))
-    return rows
+    return _build_times(m, "nochange", "second", "rebuild, nothing changed")
 
 
 def one_change(m: Measurements) -> list[Row]:
-    rows = []
-    for size in _sizes(m):
-        ours, hugo = m.get(size, "newsletter", "onechange"), m.get(size, "hugo", "second")
-        rows.append((f"{size:,}", "rebuild, one article changed", _seconds(ours),
-                     _seconds(hugo) + (" (2nd run)" if hugo else ""),
-                     _ratio(ours, hugo, lambda s: s.seconds)))
-    return rows
+    return _build_times(m, "onechange", "second", "rebuild, one article changed")
 
 
 def cold_cpu(m: Measurements) -> list[Row]:
