@@ -218,11 +218,22 @@ def start_server(request: pytest.FixtureRequest) -> Iterator[Start]:
         server.stop()
 
 
-def plain(server: Controller, **options: Any) -> SMTPTransport:
+def client(port: int, *, starttls: bool = False, ssl: bool = False, **options: Any) -> SMTPTransport:
+    """A transport to 127.0.0.1:port as these tests use it (5 s timeout unless given)."""
     options.setdefault("timeout", 5.0)
     return SMTPTransport(
-        "127.0.0.1", server.port, starttls=False, ssl=False, local_hostname="client.test", **options
+        "127.0.0.1", port, starttls=starttls, ssl=ssl, local_hostname="client.test", **options
     )
+
+
+def plain(server: Controller, **options: Any) -> SMTPTransport:
+    return client(server.port, **options)
+
+
+def over_tls(server: Controller, *, ssl: bool = False, **options: Any) -> SMTPTransport:
+    """STARTTLS (or implicit TLS with ssl=True) to the test server; the system CAs unless the
+    caller passes an ssl_context."""
+    return client(server.port, starttls=not ssl, ssl=ssl, **options)
 
 
 # --- certificates --------------------------------------------------------------------------------
@@ -456,9 +467,7 @@ def test_unreachable_server_is_a_transient_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed again below: nothing listens there
-    transport = SMTPTransport(
-        "127.0.0.1", port, starttls=False, ssl=False, timeout=2.0, local_hostname="client.test"
-    )
+    transport = client(port, timeout=2.0)
     with pytest.raises(DeliveryError) as excinfo:
         send(transport, 1)
     assert excinfo.value.kind == "transient"
@@ -470,15 +479,7 @@ def test_sec06_starttls_with_a_trusted_certificate(
     start_server: Start, certificates: Certificates
 ) -> None:
     server, handler = start_server(tls_context=certificates.server_context(), require_starttls=True)
-    transport = SMTPTransport(
-        "127.0.0.1",
-        server.port,
-        starttls=True,
-        ssl=False,
-        timeout=5.0,
-        ssl_context=certificates.client_context(),
-        local_hostname="client.test",
-    )
+    transport = over_tls(server, ssl_context=certificates.client_context())
     with transport:
         for number in range(3):
             send(transport, number)
@@ -491,14 +492,7 @@ def test_sec06_starttls_with_an_untrusted_certificate_is_refused(
 ) -> None:
     server, handler = start_server(tls_context=certificates.server_context())
     # The default context: the system CAs, which do not know the test CA.
-    transport = SMTPTransport(
-        "127.0.0.1",
-        server.port,
-        starttls=True,
-        ssl=False,
-        timeout=5.0,
-        local_hostname="client.test",
-    )
+    transport = over_tls(server)
     with pytest.raises(DeliveryError) as excinfo:
         send(transport, 1)
     assert "CERTIFICATE_VERIFY_FAILED" in excinfo.value.message
@@ -516,14 +510,7 @@ def test_sec06_an_unverified_context_is_refused() -> None:
 
 def test_sec07_server_without_starttls_is_an_error_never_plain_text(start_server: Start) -> None:
     server, handler = start_server()  # no tls_context: STARTTLS is not offered
-    transport = SMTPTransport(
-        "127.0.0.1",
-        server.port,
-        starttls=True,
-        ssl=False,
-        timeout=5.0,
-        local_hostname="client.test",
-    )
+    transport = over_tls(server)
     with pytest.raises(DeliveryError, match="does not offer STARTTLS") as excinfo:
         send(transport, 1)
     assert excinfo.value.kind == "transient"
@@ -536,15 +523,7 @@ def test_sec07_server_refusing_starttls_is_an_error(
     server, handler = start_server(
         controller=RefusingTLSController, tls_context=certificates.server_context()
     )
-    transport = SMTPTransport(
-        "127.0.0.1",
-        server.port,
-        starttls=True,
-        ssl=False,
-        timeout=5.0,
-        ssl_context=certificates.client_context(),
-        local_hostname="client.test",
-    )
+    transport = over_tls(server, ssl_context=certificates.client_context())
     with pytest.raises(DeliveryError) as excinfo:
         send(transport, 1)
     assert excinfo.value.code == 454
@@ -553,26 +532,11 @@ def test_sec07_server_refusing_starttls_is_an_error(
 
 def test_sec06_implicit_tls(start_server: Start, certificates: Certificates) -> None:
     server, handler = start_server(ssl_context=certificates.server_context())
-    good = SMTPTransport(
-        "127.0.0.1",
-        server.port,
-        starttls=False,
-        ssl=True,
-        timeout=5.0,
-        ssl_context=certificates.client_context(),
-        local_hostname="client.test",
-    )
+    good = over_tls(server, ssl=True, ssl_context=certificates.client_context())
     with good:
         send(good, 1)
     assert [r.tls for r in handler.received] == [True]
-    untrusted = SMTPTransport(
-        "127.0.0.1",
-        server.port,
-        starttls=False,
-        ssl=True,
-        timeout=5.0,
-        local_hostname="client.test",
-    )
+    untrusted = over_tls(server, ssl=True)
     with pytest.raises(DeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
         send(untrusted, 2)
     assert len(handler.received) == 1
@@ -587,17 +551,7 @@ def test_auth_over_starttls(start_server: Start, certificates: Certificates) -> 
         auth_required=True,
         authenticator=authenticator,
     )
-    transport = SMTPTransport(
-        "127.0.0.1",
-        server.port,
-        starttls=True,
-        ssl=False,
-        username=USER,
-        password=PASSWORD,
-        timeout=5.0,
-        ssl_context=certificates.client_context(),
-        local_hostname="client.test",
-    )
+    transport = over_tls(server, username=USER, password=PASSWORD, ssl_context=certificates.client_context())
     with transport:
         send(transport, 1)
         send(transport, 2)
@@ -614,17 +568,7 @@ def test_sec09_wrong_password_is_an_error_that_never_shows_the_password(
         authenticator=authenticator,
     )
     wrong = "not-the-password-456"
-    transport = SMTPTransport(
-        "127.0.0.1",
-        server.port,
-        starttls=True,
-        ssl=False,
-        username=USER,
-        password=wrong,
-        timeout=5.0,
-        ssl_context=certificates.client_context(),
-        local_hostname="client.test",
-    )
+    transport = over_tls(server, username=USER, password=wrong, ssl_context=certificates.client_context())
     with pytest.raises(DeliveryError) as excinfo:
         send(transport, 1)
     assert excinfo.value.code == 535
@@ -906,9 +850,7 @@ class StrictPipeliningServer:
 
 def test_the_envelope_is_pipelined_when_the_server_offers_it() -> None:
     server = StrictPipeliningServer()
-    transport = SMTPTransport(
-        "127.0.0.1", server.port, starttls=False, ssl=False, local_hostname="client.test", timeout=3
-    )
+    transport = client(server.port, timeout=3)
     sent = [send(transport, number) for number in (1, 2)]
     transport.close()
     server.thread.join(5)
