@@ -299,6 +299,18 @@ def arm(
     return hook
 
 
+def signal_at_message(
+    sink: RecordingSink, config_path: Path, log_name: str, message: int, signum: int
+) -> int:
+    """Run `newsletter send`, signal it once the server holds the message-th message (before
+    its reply), reap it; its exit code."""
+    process = start_send(config_path, log_name)
+    arm(sink, process, KillPlan(message=message, before_reply=True), signum)
+    returncode = reap(process)
+    sink.on_message = None
+    return returncode
+
+
 @dataclass
 class RunResult:
     plan: str
@@ -399,11 +411,8 @@ def test_sigkill_at_random_points_then_rerun_resumes_at_most_once(tmp_path: Path
 def test_retry_unknown_sends_the_unknown_ones(tmp_path: Path) -> None:
     with running_sink(RecordingSink(delay=SERVER_DELAY)) as (sink, port):
         config_path = make_site(tmp_path / "site", port)
-        process = start_send(config_path, "killed")
         # mid second batch, the message complete but not yet answered
-        arm(sink, process, KillPlan(message=BATCH + 3, before_reply=True), KILL_SIGNAL)
-        assert reap(process) == -KILL_SIGNAL
-        sink.on_message = None
+        assert signal_at_message(sink, config_path, "killed", BATCH + 3, KILL_SIGNAL) == -KILL_SIGNAL
         at_kill = settled_count(sink)
 
         resumed = run_send(config_path)
@@ -429,10 +438,7 @@ def test_retry_unknown_sends_the_unknown_ones(tmp_path: Path) -> None:
 def test_sigterm_stops_cleanly_and_a_rerun_finishes(tmp_path: Path, at_message: int) -> None:
     with running_sink(RecordingSink(delay=SERVER_DELAY)) as (sink, port):
         config_path = make_site(tmp_path / "site", port)
-        process = start_send(config_path, "stopped")
-        arm(sink, process, KillPlan(message=at_message, before_reply=True), signal.SIGTERM)
-        returncode = reap(process)
-        sink.on_message = None
+        returncode = signal_at_message(sink, config_path, "stopped", at_message, signal.SIGTERM)
         out = (config_path.parent / "stopped.out").read_text(encoding="utf-8")
         err = (config_path.parent / "stopped.err").read_text(encoding="utf-8")
         assert returncode in (0, 1), f"exit {returncode}\n{out}\n{err}"
@@ -457,10 +463,7 @@ def test_sigterm_stops_cleanly_and_a_rerun_finishes(tmp_path: Path, at_message: 
 def test_an_immediate_rerun_after_sigkill_is_not_busy(tmp_path: Path) -> None:
     with running_sink(RecordingSink(delay=SERVER_DELAY)) as (sink, port):
         config_path = make_site(tmp_path / "site", port)
-        process = start_send(config_path, "killed")
-        arm(sink, process, KillPlan(message=BATCH + 2, before_reply=True), KILL_SIGNAL)
-        assert reap(process) == -KILL_SIGNAL
-        sink.on_message = None
+        assert signal_at_message(sink, config_path, "killed", BATCH + 2, KILL_SIGNAL) == -KILL_SIGNAL
         resumed = run_send(config_path)  # no waiting, no help
         assert "busy" not in resumed.stdout, resumed.stdout
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
