@@ -17,7 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from . import links
 from .config import AudienceConfig, Config
-from .digest import PACKAGE_TEMPLATES, personalize
+from .digest import PACKAGE_TEMPLATES, default_name_for, language_of, personalize
 from .model import Issue
 from .output import safe_target, write_atomic
 from .store import Store
@@ -35,7 +35,7 @@ def archive_files(config: Config, audience: AudienceConfig, issues: Sequence[Iss
     from .digest import RenderedDigest
     from .feeds import render_archive_feed
 
-    language = "en" if config.site.language.lower().startswith("en") else "nl"
+    language = language_of(config.site.language)
     strings = _STRINGS[language]
     sent = sorted((i for i in issues if i.status == "sent"), key=lambda i: (i.window_end, i.period), reverse=True)
     folder = f"archive/{audience.id}"
@@ -45,7 +45,7 @@ def archive_files(config: Config, audience: AudienceConfig, issues: Sequence[Iss
     for issue in sent:
         url = links.archive_url(config.site.url, audience.id, issue.period)
         digest = RenderedDigest(issue.audience_id, issue.subject, issue.preheader, issue.html, issue.text,
-                                issue.article_ids, default_name="lezer" if language == "nl" else "reader")
+                                issue.article_ids, default_name=default_name_for(config.site.language))
         page, _ = personalize(digest, name="", unsubscribe_url=home, view_url=url)
         files[f"{folder}/{issue.period}.html"] = page.encode("utf-8")
         count = len(issue.article_ids)

@@ -68,6 +68,12 @@ _TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _IMG_TAG = re.compile(r'<img\b(?:[^>"]|"[^"]*")*>', re.I)  # nh3 double-quotes every attribute
 
 
+
+def language_of(site_language: str) -> str:
+    """The language of the built-in texts for a site language tag: "en" for en, en-GB, ...;
+    otherwise "nl"."""
+    return "en" if site_language.lower().startswith("en") else "nl"
+
 @dataclass(frozen=True)
 class DigestSettings:
     """What rendering needs to know about the site."""
@@ -171,6 +177,11 @@ _STRINGS: dict[str, dict[str, str]] = {
 }
 
 
+
+def default_name_for(site_language: str) -> str:
+    """Whom a digest greets when the subscriber gave no name ("lezer", "reader")."""
+    return _STRINGS[language_of(site_language)]["default_name"]
+
 def render_digest(
     audience: AudienceSpec,
     articles: Sequence[Article],
@@ -210,7 +221,7 @@ def render_digest(
         )
     tz = _zone(settings.timezone)
     locale = _locale(settings.language)
-    strings = _STRINGS["en" if settings.language.lower().startswith("en") else "nl"]
+    strings = _STRINGS[language_of(settings.language)]
 
     items = [_item(a, body, audience, tz, locale) for a in articles]
     base, subject, preheader = _headline(audience, articles, period_start, period_end, settings)

@@ -38,7 +38,7 @@ from .campaign import (
 )
 from .config import AudienceConfig, Config
 from .delivery import Transport
-from .digest import RenderedDigest
+from .digest import RenderedDigest, default_name_for
 from .emailqa import check_digest
 from .errors import NewsletterError
 from .lanes import Outcome, Worker, lanes_for
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 # A preferences link may re-subscribe (a signed opt-in), so unlike the unsubscribe link it expires.
 PREFERENCES_LINK_TTL = timedelta(days=365)
 _FLUSH_SECONDS = 0.25  # record outcomes at least this often, even in a slow trickle
-_DEFAULT_NAMES = {"nl": "lezer", "en": "reader"}
 
 
 class SendError(NewsletterError):
@@ -214,7 +213,6 @@ def deliver_period(
 
 
 def stored_digest(config: Config, issue: Issue) -> RenderedDigest:
-    language = "en" if config.site.language.lower().startswith("en") else "nl"
     return RenderedDigest(
         audience_id=issue.audience_id,
         subject=issue.subject,
@@ -222,7 +220,7 @@ def stored_digest(config: Config, issue: Issue) -> RenderedDigest:
         html=issue.html,
         text=issue.text,
         article_ids=issue.article_ids,
-        default_name=_DEFAULT_NAMES[language],
+        default_name=default_name_for(config.site.language),
     )
 
 

@@ -47,6 +47,7 @@ from .. import links
 from ..config import AudienceConfig, Config
 from ..content import slugify
 from ..delivery import Transport
+from ..digest import language_of
 from ..errors import ConfigError
 from ..feeds import FORMAT_FILES, FORMAT_NAMES, FORMAT_TYPES
 from ..model import Subscriber
@@ -65,7 +66,7 @@ from .security import (
     apply_default_headers,
     basic_auth_ok,
 )
-from .strings import language_of, strings_for
+from .strings import strings_for
 from .subscriptions import Subscriptions, mask
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..digest import language_of
+
 NL: Mapping[str, str] = {
     # layout
     "home": "Start",
@@ -224,11 +226,6 @@ EN: Mapping[str, str] = {
 }
 
 TABLES: Mapping[str, Mapping[str, str]] = {"nl": NL, "en": EN}
-
-
-def language_of(site_language: str) -> str:
-    """The UI language for a site language tag: "en" for en, en-GB, ...; otherwise "nl"."""
-    return "en" if site_language.lower().startswith("en") else "nl"
 
 
 def strings_for(site_language: str) -> Mapping[str, str]:
