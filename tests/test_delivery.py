@@ -800,14 +800,19 @@ def test_delivery_error_keeps_kind_and_code_and_stays_compatible() -> None:
 class StrictPipeliningServer:
     """A raw-socket SMTP server that offers PIPELINING and answers the envelope only once MAIL,
     RCPT and DATA have all arrived: a client that waits for each reply before the next command
-    gets no answer (and times out). Records what it was sent, per message."""
+    gets no answer (and times out). Records what it was sent, per message.
 
-    def __init__(self) -> None:
+    `refuse` maps a recipient to the RCPT reply it gets; DATA is then answered 354 anyway, as a
+    sloppy server might, so the client has to end that data phase empty."""
+
+    def __init__(self, refuse: dict[str, bytes] | None = None) -> None:
+        self.refuse = refuse or {}
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.envelopes: list[bytes] = []
         self.messages: list[bytes] = []
         self.error: BaseException | None = None
+        self.resets = self.empty_data = 0
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -826,11 +831,24 @@ class StrictPipeliningServer:
                     if buffer.upper().startswith(b"QUIT"):
                         conn.sendall(b"221 bye\r\n")
                         return
+                    if buffer.upper().startswith(b"RSET"):
+                        buffer = buffer.partition(b"\r\n")[2]
+                        self.resets += 1
+                        conn.sendall(b"250 reset\r\n")
+                        continue
                     # nothing is answered before the whole envelope is here
                     buffer = self._read_until(conn, buffer, b"DATA\r\n")
                     envelope, _, buffer = buffer.partition(b"DATA\r\n")
                     self.envelopes.append(envelope + b"DATA\r\n")
-                    conn.sendall(b"250 ok\r\n250 ok\r\n354 go ahead\r\n")
+                    refused = next((r for a, r in self.refuse.items() if f"<{a}>".encode() in envelope), None)
+                    conn.sendall(b"250 ok\r\n" + (refused or b"250 ok") + b"\r\n354 go ahead\r\n")
+                    if refused:  # the client must end the data phase at once, empty
+                        buffer = self._read_until(conn, buffer, b"\r\n")
+                        line, _, buffer = buffer.partition(b"\r\n")
+                        assert line == b".", line
+                        self.empty_data += 1
+                        conn.sendall(b"554 no valid recipients\r\n")
+                        continue
                     buffer = self._read_until(conn, buffer, b"\r\n.\r\n")
                     message, _, buffer = buffer.partition(b"\r\n.\r\n")
                     self.messages.append(message)
@@ -859,3 +877,21 @@ def test_the_envelope_is_pipelined_when_the_server_offers_it() -> None:
     assert server.envelopes[0].startswith(b"MAIL FROM:<nieuwsbrief@ai-nieuws.example.nl> SIZE=")
     assert b"RCPT TO:<lezer2@example.nl>\r\nDATA\r\n" in server.envelopes[1]
     assert [m + b"\r\n" for m in server.messages] == sent  # WireSafe: nothing to un-stuff
+
+
+def test_a_server_that_starts_data_for_a_refused_recipient_gets_an_empty_data_phase() -> None:
+    """Pipelined, the client sends DATA before it knows RCPT was refused; if the server still
+    answers 354, the client ends that data phase empty (nothing is delivered), resets, reports
+    the refusal, and the connection serves the next message."""
+    server = StrictPipeliningServer(refuse={"lezer1@example.nl": b"550 5.1.1 no such user"})
+    transport = client(server.port, timeout=3)
+    with pytest.raises(DeliveryError) as excinfo:
+        send(transport, 1)
+    assert excinfo.value.kind == "permanent" and excinfo.value.code == 550
+    sent = send(transport, 2)
+    assert transport.connections_opened == 1
+    transport.close()
+    server.thread.join(5)
+    assert server.error is None, server.error
+    assert (server.empty_data, server.resets) == (1, 1)
+    assert [m + b"\r\n" for m in server.messages] == [sent]
