@@ -19,9 +19,8 @@ from zoneinfo import ZoneInfo
 
 import nh3
 import yaml
+from cmarkgfm import cmark
 from frontmatter.default_handlers import BaseHandler, JSONHandler, YAMLHandler
-from markdown_it import MarkdownIt
-from markdown_it.token import Token
 
 from .errors import ArticleError
 from .model import Article, Cover, RenderedBody, Section
@@ -188,10 +187,9 @@ _ILLEGAL_BYTES = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20)])
 _SOURCE_LINE = re.compile(
     r"^\s*[*_]{0,2}(?:Bron|Source)[*_]{0,2}\s*:\s*[*_]{0,2}\s*(.+?)\s*$", re.I
 )
-# A closing run of # only counts after a space (CommonMark), so "## C#" keeps its #.
-_H2_LINE = re.compile(r"^ {0,3}##[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
 _INLINE_MARKUP = re.compile(r"[*_`&<\[\\]")
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+# A line that may be a top-level `## ` heading (ATX, up to 3 spaces in).
+_H2_LINE = re.compile(r" {0,3}##(?:[ \t]|$)")
 _SLUG_SAFE = re.compile(r"^[^/\\\x00-\x1f]+$")
 
 
@@ -328,7 +326,6 @@ def parse_article(raw: bytes | str, path: str, settings: ContentSettings) -> Par
             cover=_cover(meta.get("cover"), settings.base_url, path),
             author=_author(meta.get("author"), path),
             source=source,
-            sections=section_headings(body),
         ),
         body=body,
     )
@@ -494,23 +491,6 @@ def _split_source(body: str) -> tuple[str, str]:
     return body.rstrip(), ""
 
 
-def section_headings(body: str) -> tuple[str, ...]:
-    """The `## ` headings of a Markdown body, skipping fenced code."""
-    headings: list[str] = []
-    fence: str | None = None
-    for line in body.split("\n"):
-        if (m := _FENCE.match(line)) is not None:
-            marker = m.group(1)
-            if fence is None:
-                fence = marker
-            elif marker[0] == fence[0] and len(marker) >= len(fence):
-                fence = None
-            continue
-        if fence is None and (m := _H2_LINE.match(line)) is not None:
-            headings.append(inline_text(m.group(1)).strip())
-    return tuple(headings)
-
-
 def derive_summary(body: str, limit: int = 240) -> str:
     """A summary for an article without one: the first paragraph as plain text, cut at a word."""
     for block in body.split("\n\n"):
@@ -526,12 +506,32 @@ def derive_summary(body: str, limit: int = 240) -> str:
 
 
 # --- Markdown -> sanitized HTML ---------------------------------------------------------------
-_MD = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+# cmark-gfm (GitHub's C CommonMark, via cmarkgfm): CommonMark with tables and ~~strikethrough~~,
+# the dialect bodies are written in, at a tenth of markdown-it-py's cost. Raw HTML is rendered
+# ("unsafe") because sanitize() cleans every fragment afterwards.
+_CMARK_OPTIONS = cmark.Options.CMARK_OPT_UNSAFE | cmark.Options.CMARK_OPT_STRIKETHROUGH_DOUBLE_TILDE
+_CMARK_EXTENSIONS = ["table", "strikethrough"]
 _URL_SCHEMES = {"http", "https", "mailto", "tel"}
 # Built once: nh3.clean() builds its sanitizer on every call (5 of its 15 µs), and a body is
 # cleaned a dozen times (its intro and each section apart).
 _CLEANER = nh3.Cleaner(url_schemes=_URL_SCHEMES, link_rel="noopener noreferrer")
 _URL_ATTR = re.compile(r'(\s(?:href|src)=")([^"]*)(")')
+# Any tag, comment, processing instruction or CDATA that can reach cmark's HTML (as raw HTML).
+_TAG = re.compile(
+    r"<!--.*?-->|<!\[CDATA\[.*?\]\]>|<\?.*?\?>|<(?:[^>\"']|\"[^\"]*\"|'[^']*')*>", re.S
+)
+# On its own line before a top-level `## ` heading this is an HTML block that ends at its own
+# line: it interrupts any open block and closes lists and quotes as the heading would, and it
+# is rendered as itself, so the HTML of one render splits there into intro and sections.
+_CUT = "<!--newsletter:section-->"
+
+
+def markdown_html(markdown: str) -> str:
+    """CommonMark (+ tables, strikethrough) -> HTML, unsanitized."""
+    html_text: str = cmark.markdown_to_html_with_extensions(
+        markdown, _CMARK_OPTIONS, _CMARK_EXTENSIONS
+    )
+    return html_text
 
 
 def sanitize(fragment: str, page_url: str) -> str:
@@ -547,28 +547,18 @@ def sanitize(fragment: str, page_url: str) -> str:
 
 
 def render_body(body: str, page_url: str, source: str = "") -> RenderedBody:
-    """Render a Markdown body once, keeping each `## ` section addressable by its heading."""
-    tokens = _MD.parse(body)
-    starts = [
-        i
-        for i, t in enumerate(tokens)
-        if t.type == "heading_open" and t.tag == "h2" and t.level == 0
-    ]
-    bounds = [*starts, len(tokens)]
-    intro_html = sanitize(_render(tokens[: bounds[0]]), page_url)
+    """Render a Markdown body once, keeping each top-level `## ` section addressable by its
+    heading."""
+    parts = _split_sections(body)
+    intro_html = sanitize(parts[0], page_url)
     sections: list[Section] = []
     pieces = [intro_html]
-    for start, end in zip(bounds, bounds[1:], strict=False):
-        heading = _inline_plain(tokens[start + 1]).strip()
-        section_html = sanitize(_render(tokens[start + 3 : end]), page_url)
-        sections.append(
-            Section(
-                heading=heading,
-                anchor=slugify(heading),
-                html=section_html,
-            )
-        )
-        pieces.append(sanitize(_render(tokens[start : start + 3]), page_url) + section_html)
+    for part in parts[1:]:
+        heading_end = part.index("</h2>\n") + len("</h2>\n")
+        heading = html_text(part[len("<h2>") : heading_end]).strip()
+        section_html = sanitize(part[heading_end:], page_url)
+        sections.append(Section(heading=heading, anchor=slugify(heading), html=section_html))
+        pieces.append(sanitize(part[:heading_end], page_url) + section_html)
     if source:
         pieces.append(f"<p>Bron: {html.escape(source, quote=False)}</p>\n")
     return RenderedBody(
@@ -576,25 +566,49 @@ def render_body(body: str, page_url: str, source: str = "") -> RenderedBody:
     )
 
 
-def _render(tokens: list[Token]) -> str:
-    return str(_MD.renderer.render(tokens, _MD.options, {}))
+def _split_sections(body: str) -> list[str]:
+    """The body's HTML as [intro, section, ...], each section starting with its `<h2>`."""
+    whole = markdown_html(body)
+    lines = body.split("\n")
+    # Every line that looks like one; _cut_at() weeds out those in code, lists, quotes or HTML.
+    candidates = [n for n, line in enumerate(lines) if _H2_LINE.match(line)]
+    if not candidates:
+        return [whole]
+    cut = _CUT
+    while cut in body:  # a body that quotes the marker gets a longer one
+        cut = cut.replace("-->", "-x-->")
+    parts = _cut_at(lines, candidates, cut, whole)
+    if parts is None:  # some are not headings: keep those that are
+        kept = [n for n in candidates if _cut_at(lines, [n], cut, whole) is not None]
+        parts = _cut_at(lines, kept, cut, whole) if kept else None
+    return parts or [whole]
 
 
-def _inline_plain(token: Token) -> str:
-    """The text of an inline token: emphasis, links and HTML tags dropped, entities decoded."""
-    return "".join(
-        "\n" if c.type in ("softbreak", "hardbreak") else c.content
-        for c in token.children or []
-        if c.type in ("text", "code_inline", "softbreak", "hardbreak")
-    )
+def _cut_at(lines: list[str], numbers: list[int], cut: str, whole: str) -> list[str] | None:
+    """The HTML split before the headings on these lines, or None unless each of them is a
+    top-level heading: the cuts must change nothing else and each part must open with it."""
+    marked = list(lines)
+    for n in reversed(numbers):
+        marked.insert(n, cut)
+    parts = markdown_html("\n".join(marked)).split(cut + "\n")
+    if len(parts) != len(numbers) + 1 or "".join(parts) != whole:
+        return None
+    if not all(part.startswith("<h2>") for part in parts[1:]):
+        return None
+    return parts
+
+
+def html_text(fragment: str) -> str:
+    """The text of an HTML fragment made by cmark: tags dropped (so image alt text too),
+    entities decoded."""
+    return html.unescape(_TAG.sub("", fragment))
 
 
 def inline_text(markdown: str) -> str:
-    """Plain text of one line of inline Markdown: `**Wat** is \\`nh3\\`?` -> `Wat is nh3?`."""
+    """Plain text of a line or paragraph of Markdown: `**Wat** is \\`nh3\\`?` -> `Wat is nh3?`."""
     if not _INLINE_MARKUP.search(markdown):
         return markdown  # the common case, without the cost of a parse
-    tokens = _MD.parseInline(markdown)
-    return "".join(_inline_plain(t) for t in tokens).replace("\n", " ")
+    return " ".join(html_text(markdown_html(markdown)).split())
 
 
 def slugify(text: str) -> str:

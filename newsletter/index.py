@@ -20,9 +20,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
 
-import markdown_it
 import nh3
 import yaml
+from cmarkgfm import cmark
 
 from . import __version__, content, errors, model
 from .content import ContentSettings
@@ -82,13 +82,18 @@ def code_fingerprint(*modules: ModuleType) -> str:
 
 @functools.cache
 def _parser_fingerprint() -> str:
-    versions = (getattr(module, "__version__", "?") for module in (yaml, markdown_it, nh3))
-    libraries = " ".join(versions)
+    versions = [getattr(module, "__version__", "?") for module in (yaml, nh3)]
+    # cmarkgfm has no version attribute: its C library's version and the compiled module's
+    # size and time (a reinstall counts as a change, which only costs a rebuild).
+    binary = os.stat(cmark._cmark.__file__ or "")
+    libraries = " ".join([*versions, cmark.CMARK_VERSION, f"{binary.st_size}/{binary.st_mtime_ns}"])
     # python-frontmatter has no version attribute; the code that splits front matter stands in.
     splitter = sys.modules["frontmatter.default_handlers"]
     # this module, the collector (which turns files into records) and what they parse with
     collector = sys.modules[f"{__package__}.collector"]
-    code = code_fingerprint(sys.modules[__name__], collector, content, model, errors, splitter)
+    code = code_fingerprint(
+        sys.modules[__name__], collector, content, model, errors, splitter, cmark
+    )
     return f"{__version__}|{sys.version}|{libraries}|{code}"
 
 
@@ -137,13 +142,19 @@ class _Index:
                     self.generation = generation
                     return db
                 if meta:
-                    log.info("index %s is for other settings or another version; rebuilding", self.db_path)
+                    log.info(
+                        "index %s is for other settings or another version; rebuilding",
+                        self.db_path,
+                    )
                     db.close()
                     self._remove_db()
                     continue
                 self.generation = os.urandom(16)
                 db.execute("BEGIN IMMEDIATE")
-                db.execute("INSERT INTO meta VALUES ('key', ?), ('generation', ?)", (self.key, self.generation))
+                db.execute(
+                    "INSERT INTO meta VALUES ('key', ?), ('generation', ?)",
+                    (self.key, self.generation),
+                )
                 db.execute("COMMIT")
                 return db
             except sqlite3.OperationalError as exc:

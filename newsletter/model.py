@@ -51,7 +51,6 @@ class Article:
     cover: Cover | None = None
     author: str = ""
     source: str = ""  # the closing "Bron: ..." line
-    sections: tuple[str, ...] = ()  # the `## ` headings, in order
 
     @property
     def published(self) -> datetime:
