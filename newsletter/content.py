@@ -431,8 +431,12 @@ def _cover(value: Any, base_url: str, path: str) -> Cover | None:
     image = _text(value, "image", path).strip()
     if not image:
         raise ArticleError(path, "cover.image", "is required when cover is given")
-    url = urljoin(base_url + "/", image)
-    if urlsplit(url).scheme not in ("http", "https"):
+    try:
+        url = urljoin(base_url + "/", image)
+        scheme = urlsplit(url).scheme
+    except ValueError as exc:  # e.g. "https://[oops/x.jpg": Invalid IPv6 URL
+        raise ArticleError(path, "cover.image", f"is not a valid URL ({exc})", image) from None
+    if scheme not in ("http", "https"):
         raise ArticleError(path, "cover.image", "must be an http(s) URL or a site path", image)
     return Cover(image=url, alt=_text(value, "alt", path), caption=_text(value, "caption", path))
 
@@ -540,8 +544,11 @@ def sanitize(fragment: str, page_url: str) -> str:
 
     # nh3 serialises every attribute double-quoted, so this pattern sees each href/src exactly.
     def absolute(m: re.Match[str]) -> str:
-        url = html.unescape(m.group(2))
-        return m.group(1) + html.escape(urljoin(page_url, url), quote=True) + m.group(3)
+        try:
+            url = urljoin(page_url, html.unescape(m.group(2)))
+        except ValueError:  # e.g. href="//[oops", which nh3 lets through as relative
+            return ""  # the attribute goes, as nh3 drops a URL it cannot accept
+        return m.group(1) + html.escape(url, quote=True) + m.group(3)
 
     return _URL_ATTR.sub(absolute, clean)
 

@@ -366,6 +366,11 @@ BAD_INPUT = [
         id="cover-data",
     ),
     pytest.param(
+        b"---\ntitle: T\ndate: 2026-02-24\ncover:\n  image: 'https://[oops/x.jpg'\n---\nB\n",
+        "cover.image",
+        id="cover-invalid-url",
+    ),
+    pytest.param(
         b"---\ntitle: T\ndate: 2026-02-24\ncover:\n  alt: no image\n---\nB\n",
         "cover.image",
         id="cover-no-image",
@@ -930,3 +935,22 @@ def test_property_decode_strips_exactly_what_xml_forbids(text: str) -> None:
         "", raw.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
     )
     assert decode(raw, "x.md") == expected
+
+
+@pytest.mark.parametrize(
+    "markdown",
+    ['<a href="//[oops">x</a>', '<img src="http://[::1/x.png" alt="i">', "[x](//[oops/y)"],
+)
+def test_a_link_no_url_parser_accepts_is_dropped_not_fatal(markdown: str) -> None:
+    # Regression: urljoin() raised ValueError ("Invalid IPv6 URL") for a raw-HTML href that nh3
+    # lets through as relative, and one such article stopped the whole build.
+    rendered = render_body(f"Tekst {markdown} eind.", URL)
+    assert "[oops" not in rendered.html and "[::1" not in rendered.html
+    assert "Tekst" in rendered.html and "eind." in rendered.html
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(url=st.text(st.sampled_from("htps:/[]@%?#.:x1 \\"), max_size=20))
+def test_property_any_link_url_renders(url: str) -> None:
+    for markdown in (f'<a href="{url}">x</a>', f"[x](<{url}>)", f'<img src="{url}" alt="a">'):
+        render_body(markdown, URL)  # never raises
