@@ -201,10 +201,10 @@ def _load_chunk(settings: ContentSettings, jobs: list[tuple[str, str, bytes | No
     return out
 
 
-def _render_chunk(jobs: list[tuple[str, str, bytes, str, str]]) -> list[bytes | None]:
+def _render_chunk(jobs: list[tuple[str, str, bytes, str]]) -> list[bytes | None]:
     """Worker side of parallel body rendering; None when the file no longer has that content."""
     out: list[bytes | None] = []
-    for rel, full, key, url, source in jobs:
+    for rel, full, key, url in jobs:
         try:
             with open(full, "rb") as handle:
                 raw = handle.read()
@@ -214,7 +214,8 @@ def _render_chunk(jobs: list[tuple[str, str, bytes, str, str]]) -> list[bytes | 
         if _content_key(rel, raw) != key:
             out.append(None)
             continue
-        out.append(_row(b"b", key, render_body(read_body(raw, rel), url, source)))
+        body, source = read_body(raw, rel)
+        out.append(_row(b"b", key, render_body(body, url, source)))
     return out
 
 
@@ -502,7 +503,7 @@ class Catalog:
     # bodies
     def markdown(self, article: Article) -> str:
         """The Markdown body (without the source line), read back from the file."""
-        return read_body((self.root / article.path).read_bytes(), article.path)
+        return read_body((self.root / article.path).read_bytes(), article.path)[0]
 
     def _entry_of(self, article: Article) -> Entry | None:
         """The entry whose record is this very article (an edited copy has none)."""
@@ -525,7 +526,7 @@ class Catalog:
                 body = pickle.loads(payload)  # noqa: S301 - our own checksummed record
         if body is None:
             raw = (self.root / article.path).read_bytes()
-            body = render_body(read_body(raw, article.path), article.url, article.source)
+            body = render_body(read_body(raw, article.path)[0], article.url, article.source)
             # Cached only if the file still holds the bytes the entry was made from.
             if entry is not None and self._index is not None and _content_key(entry[PATH], raw) == entry[KEY]:
                 self._index.put_many(b"b", [(entry[KEY], body)])
@@ -534,32 +535,39 @@ class Catalog:
 
     def prefetch(self, entries: Iterable[Entry], workers: Workers | None = None) -> None:
         """Load the articles and bodies of these entries; bodies not in the index are rendered,
-        in the worker processes when there are many (a cold build renders a few thousand)."""
-        missing: list[tuple[Entry, Article]] = []
-        for entry in entries:
-            article = self.article(entry)
-            if article.path in self._bodies:
-                continue
-            payload = self._index.get(b"b", entry[KEY]) if self._index is not None else None
-            if payload is not None:
-                self._bodies[article.path] = pickle.loads(payload)  # noqa: S301 - checksummed
-            else:
-                missing.append((entry, article))
+        in the worker processes when there are many (a cold build renders a few thousand) while
+        this process loads the articles."""
+        entries = list(entries)
+        missing = [e for e in entries if not self._body_in_index(e)]
         if workers is None or not workers.usable or len(missing) < PARALLEL_MIN_BODIES:
-            return  # rendered() renders them one by one
-        jobs = [
-            (e[PATH], str(self.root / e[PATH]), e[KEY], a.url, a.source) for e, a in missing
-        ]
-        rows: list[tuple[bytes, bytes]] = []
+            for entry in entries:
+                self.article(entry)
+            return  # rendered() renders the missing bodies one by one
+        # A body's page URL is its entry's id, so the jobs need no article.
+        jobs = [(e[PATH], str(self.root / e[PATH]), e[KEY], e[ID]) for e in missing]
+        rows = workers.map(_render_chunk, jobs, 50)  # submitted now, rendered meanwhile
+        for entry in entries:
+            self.article(entry)
+        done: list[tuple[bytes, bytes]] = []
         try:
-            for (entry, article), row in zip(missing, workers.map(_render_chunk, jobs, 50), strict=False):
+            for entry, row in zip(missing, rows, strict=False):
                 if row is not None:
-                    self._bodies[article.path] = _unrow(row)
-                    rows.append((entry[KEY], row))
+                    self._bodies[entry[PATH]] = _unrow(row)
+                    done.append((entry[KEY], row))
         except (BrokenProcessPool, OSError) as exc:
             workers.failed(exc)
         if self._index is not None:
-            self._index.put_rows(b"b", rows)
+            self._index.put_rows(b"b", done)
+
+    def _body_in_index(self, entry: Entry) -> bool:
+        """Whether the body of this entry is loaded, or now loaded from the index."""
+        if entry[PATH] in self._bodies:
+            return True
+        payload = self._index.get(b"b", entry[KEY]) if self._index is not None else None
+        if payload is None:
+            return False
+        self._bodies[entry[PATH]] = pickle.loads(payload)  # noqa: S301 - checksummed
+        return True
 
     def save_index(self) -> None:
         """Write what this scan parsed and rendered to the index (no-op without one)."""

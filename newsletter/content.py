@@ -252,10 +252,10 @@ def split_front_matter(text: str, path: str) -> tuple[dict[str, Any], str]:
     return _lower_keys(meta, path, ""), body
 
 
-def read_body(raw: bytes, path: str) -> str:
-    """The Markdown body of an article file (without the source line), as `parse_article` gives
-    it, without parsing the front matter again: for re-reading a file already in the index."""
-    return _split_source(_split(decode(raw, path), path)[3])[0]
+def read_body(raw: bytes, path: str) -> tuple[str, str]:
+    """(Markdown body without the source line, source) of an article file, as `parse_article`
+    gives them, without parsing the front matter again: for re-reading a file already indexed."""
+    return _split_source(_split(decode(raw, path), path)[3])
 
 
 def _lower_keys(meta: dict[Any, Any], path: str, prefix: str) -> dict[str, Any]:
