@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -954,3 +955,92 @@ def test_a_link_no_url_parser_accepts_is_dropped_not_fatal(markdown: str) -> Non
 def test_property_any_link_url_renders(url: str) -> None:
     for markdown in (f'<a href="{url}">x</a>', f"[x](<{url}>)", f'<img src="{url}" alt="a">'):
         render_body(markdown, URL)  # never raises
+
+
+# Anything JSON front matter can hold, in every field: a bad value is an ArticleError naming
+# the file, never another exception (which used to stop the whole build; see the cover URL).
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "2026-02-24",
+            "2026-02-24T10:00:00Z",
+            "2026-13-45",
+            "9999-12-31T23:59:59+14:00",
+            "0001-01-01",
+            "https://[x",
+            "//x/y",
+            "/a/../b",
+            "..",
+            "a/b",
+            "javascript:x",
+            "%2e%2e",
+            "\\",
+            " ",
+            "24 feb 2026",
+            "T",
+            "1e400",
+        ]
+    ),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(
+            st.sampled_from(["image", "alt", "caption", "name", "x"]), inner, max_size=3
+        ),
+    ),
+    max_leaves=6,
+)
+_FIELDS = [
+    "title",
+    "date",
+    "publishdate",
+    "expirydate",
+    "lastmod",
+    "draft",
+    "slug",
+    "url",
+    "tags",
+    "label",
+    "labels",
+    "summary",
+    "cover",
+    "author",
+]
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(
+    fields=st.dictionaries(st.sampled_from(_FIELDS), _values, max_size=6),
+    keep_required=st.booleans(),
+)
+def test_property_any_front_matter_value_is_an_article_error_or_an_article(
+    fields: dict[str, Any], keep_required: bool
+) -> None:
+    meta: dict[str, Any] = {"title": "T", "date": "2026-02-24T10:00:00Z"} if keep_required else {}
+    meta.update(fields)
+    raw = ("{\n" + json.dumps(meta)[1:-1] + "\n}\nBody [x](/y).\n").encode()
+    try:
+        parsed = parse(raw)
+    except ArticleError as exc:
+        assert exc.path == PATH
+        return
+    render_body(parsed.body, parsed.article.url, parsed.article.source)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    lines=st.lists(
+        st.text(st.sampled_from("## >-*`~|<div>!-[]()\\:/ab1"), max_size=10), max_size=12
+    )
+)
+def test_property_any_markdown_renders(lines: list[str]) -> None:
+    body = "\n".join(lines)
+    rendered = render_body(body, URL)  # never raises
+    assert len(rendered.sections) <= sum(1 for line in lines if "##" in line)
