@@ -2,7 +2,7 @@
 """Benchmark `newsletter send`: subscribers -> SMTP sink on 127.0.0.1, against the sink's ceiling.
 
     python bench/send.py [--sizes 10000,100000] [--connections 1,2] [--runs 3] [--sink asyncio]
-                         [--profile DIR]
+                         [--profile DIR] [--ceiling-exchange transport|next-envelope]
 
 For each size N a copy of the sample site (content, templates, config.toml with
 `[delivery] transport = "smtp"` pointed at the sink) gets N active `beslissers` subscribers
@@ -208,12 +208,12 @@ def run_send(site: Path, sink: Sink, size: int, profile: Path | None = None) -> 
     return Measured(wall, (messages - 1) / span if span > 0 else float("nan"), rss)
 
 
-def run_ceiling(message: Path, sink: Sink, size: int, connections: int) -> Measured:
+def run_ceiling(message: Path, sink: Sink, size: int, connections: int, exchange: str) -> Measured:
     sink.reset()
     start = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, str(HERE / "send.py"), "--replay", str(message), "--port", str(sink.port),
-         "--count", str(size), "--replay-connections", str(connections)],
+         "--count", str(size), "--replay-connections", str(connections), "--ceiling-exchange", exchange],
     )
     code, rss = wait_rusage(process)
     wall = time.perf_counter() - start
@@ -225,11 +225,13 @@ def run_ceiling(message: Path, sink: Sink, size: int, connections: int) -> Measu
     return Measured(wall, (messages - 1) / span if span > 0 else float("nan"), rss)
 
 
-def replay(message: Path, port: int, count: int, connections: int) -> None:
+def replay(message: Path, port: int, count: int, connections: int, exchange: str = "transport") -> None:
     """The ceiling client: `count` copies of one message over `connections` connections, on raw
     sockets with the least work per message. It speaks the same exchange as the transport: the
     envelope and DATA pipelined in one write when the sink offers PIPELINING, else one command
-    at a time; then the message and its reply."""
+    at a time; then the message and its reply. `exchange="next-envelope"` writes each message
+    together with the next envelope instead (one round trip per message, not two): what a
+    transport that did that could reach; ours does not (yet)."""
     data = message.read_bytes()  # already in wire format (CRLF, no dot to stuff, ending ".\r\n")
     shares = [count // connections + (1 if i < count % connections else 0) for i in range(connections)]
     starts = [sum(shares[:i]) for i in range(connections)]
@@ -253,25 +255,44 @@ def replay(message: Path, port: int, count: int, connections: int) -> None:
             while line[3:4] == b"-":
                 pipelining = pipelining or line[4:].strip().upper() == b"PIPELINING"
                 line = replies.readline()
-            for number in range(first, first + share):
-                envelope = (
+            def envelope(number: int) -> tuple[str, ...]:
+                return (
                     f"MAIL FROM:<{SENDER}> SIZE={len(data)}\r\n",
                     f"RCPT TO:<user{number}@example.nl>\r\n",
                     "DATA\r\n",
                 )
-                if pipelining:
-                    sock.sendall("".join(envelope).encode())
-                    codes = [reply(), reply(), reply()]
-                else:
-                    codes = []
-                    for command in envelope:
-                        sock.sendall(command.encode())
-                        codes.append(reply())
+
+            def accepted(codes: list[int]) -> None:
                 if codes != [250, 250, 354]:
                     raise RuntimeError(f"envelope refused: {codes}")
-                sock.sendall(data)
-                if reply() != 250:
-                    raise RuntimeError("message refused")
+
+            last = first + share - 1
+            if exchange == "next-envelope" and pipelining:
+                # One round trip per message: the message goes out with the next envelope in
+                # one write (RFC 2920 lets message content open a group), then their replies.
+                sock.sendall("".join(envelope(first)).encode())
+                accepted([reply(), reply(), reply()])
+                for number in range(first, last + 1):
+                    following = "".join(envelope(number + 1)).encode() if number < last else b""
+                    sock.sendall(data + following)
+                    if reply() != 250:
+                        raise RuntimeError("message refused")
+                    if following:
+                        accepted([reply(), reply(), reply()])
+            else:
+                for number in range(first, last + 1):
+                    if pipelining:
+                        sock.sendall("".join(envelope(number)).encode())
+                        codes = [reply(), reply(), reply()]
+                    else:
+                        codes = []
+                        for command in envelope(number):
+                            sock.sendall(command.encode())
+                            codes.append(reply())
+                    accepted(codes)
+                    sock.sendall(data)
+                    if reply() != 250:
+                        raise RuntimeError("message refused")
             sock.sendall(b"QUIT\r\n")
             reply()
             sock.close()
@@ -350,6 +371,9 @@ def main() -> None:
                              "(every process: the ledger and the sending processes) into DIR")
     parser.add_argument("--keep", metavar="DIR", help="build the sites in DIR and keep them")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here (bench/run.py)")
+    parser.add_argument("--ceiling-exchange", choices=["transport", "next-envelope"], default="transport",
+                        help="the replay client's exchange: the transport's (default), or each message "
+                             "written with the next envelope (one round trip per message)")
     # internal modes
     parser.add_argument("--replay", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -357,7 +381,7 @@ def main() -> None:
     parser.add_argument("--replay-connections", type=int, default=1, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.replay:
-        replay(args.replay, args.port, args.count, args.replay_connections)
+        replay(args.replay, args.port, args.count, args.replay_connections, args.ceiling_exchange)
         return
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
@@ -388,12 +412,12 @@ def main() -> None:
                 ceilings: list[Measured] = []
                 for run in range(args.runs):
                     if message.exists():
-                        ceilings.append(run_ceiling(message, sink, size, connections))
+                        ceilings.append(run_ceiling(message, sink, size, connections, args.ceiling_exchange))
                         sends.append(run_send(site, sink, size))
                     else:  # the send first: the ceiling replays a message of its issue
                         sends.append(run_send(site, sink, size))
                         compose_costs(site, 10, message)
-                        ceilings.append(run_ceiling(message, sink, size, connections))
+                        ceilings.append(run_ceiling(message, sink, size, connections, args.ceiling_exchange))
                     print(f"  n={size} c={connections} run {run + 1}: send {sends[-1].wall:.2f} s, "
                           f"{sends[-1].rate:,.0f} msg/s, ceiling {ceilings[-1].rate:,.0f} msg/s, "
                           f"peak RSS {sends[-1].peak_rss:.0f} MB", flush=True)
