@@ -528,6 +528,7 @@ _TAG = re.compile(
 # line: it interrupts any open block and closes lists and quotes as the heading would, and it
 # is rendered as itself, so the HTML of one render splits there into intro and sections.
 _CUT = "<!--newsletter:section-->"
+_MAX_CHECKS = 32
 
 
 def markdown_html(markdown: str) -> str:
@@ -585,9 +586,24 @@ def _split_sections(body: str) -> list[str]:
     while cut in body:  # a body that quotes the marker gets a longer one
         cut = cut.replace("-->", "-x-->")
     parts = _cut_at(lines, candidates, cut, whole)
-    if parts is None:  # some are not headings: keep those that are
-        kept = [n for n in candidates if _cut_at(lines, [n], cut, whole) is not None]
+    if parts is None:
+        # Some are not headings. Those whose own numbered cut comes out as a line of its own
+        # right before an <h2> are (in code it is escaped, in an HTML block text follows it).
+        numbered = list(lines)
+        for i, n in reversed(list(enumerate(candidates))):
+            numbered.insert(n, cut.replace("-->", f"-{i}-->"))
+        tagged = markdown_html("\n".join(numbered))
+        kept = [
+            n for i, n in enumerate(candidates) if cut.replace("-->", f"-{i}-->\n<h2>") in tagged
+        ]
         parts = _cut_at(lines, kept, cut, whole) if kept else None
+        if parts is None:
+            # A cut closed a list or an HTML comment around its line, which moves what follows:
+            # each line alone then (a render each), those tagged first, at most _MAX_CHECKS.
+            tagged_set = set(kept)
+            order = kept + [n for n in candidates if n not in tagged_set]
+            good = sorted(n for n in order[:_MAX_CHECKS] if _cut_at(lines, [n], cut, whole))
+            parts = _cut_at(lines, good, cut, whole) if good else None
     return parts or [whole]
 
 

@@ -783,6 +783,27 @@ def test_only_top_level_headings_are_sections(between: str, also: list[str]) -> 
     assert rendered.html == sanitize(markdown_html(body), URL)
 
 
+def test_many_heading_lines_in_code_cost_a_few_renders_not_one_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each '## ' line used to be checked with a render of its own: 2,000 of them in a code
+    # block made one article cost 2,000 renders (quadratic in its length).
+    from newsletter import content
+
+    renders = 0
+    real = content.markdown_html
+
+    def counting(markdown: str) -> str:
+        nonlocal renders
+        renders += 1
+        return real(markdown)
+
+    monkeypatch.setattr(content, "markdown_html", counting)
+    body = "Intro.\n\n## Een\n\n```\n" + "## in code\n" * 2000 + "```\n\n## Twee\n\nend\n"
+    assert [s.heading for s in render_body(body, URL).sections] == ["Een", "Twee"]
+    assert renders <= 4
+
+
 def test_heading_markup_is_rendered_in_html() -> None:
     # Regression: the raw inline source of a heading used to be escaped into the <h2>, so
     # "## Wat is `nh3`?" showed literal backticks and "## A &amp; B" was double-escaped.
@@ -877,6 +898,7 @@ _decoys = st.sampled_from(
     )
 )
 @example(blocks=[("h", "` `")])  # found by Hypothesis: a heading that is only a code span
+@example(blocks=[("h", "<a>"), ("h", "0")])
 def test_property_sections_are_the_top_level_headings(blocks: list[tuple[str, str]]) -> None:
     body = "Intro.\n\n" + "\n".join(
         f"## {text}\n" if kind == "h" else text + "\n" for kind, text in blocks
@@ -887,7 +909,10 @@ def test_property_sections_are_the_top_level_headings(blocks: list[tuple[str, st
     for section, text in zip(rendered.sections, headings, strict=True):
         if not re.search(r"[*_`&\[<\\#]", text):  # without markup the text is kept as written
             assert section.heading == text.strip()
-    assert rendered.html == sanitize(markdown_html(body), URL)
+    if not any("<" in text for text in headings):
+        # Cutting changes nothing (raw HTML left open in a heading is closed within it, as each
+        # part is sanitized alone: found by Hypothesis with "## <a>").
+        assert rendered.html == sanitize(markdown_html(body), URL)
 
 
 def test_parse_is_deterministic_and_frozen() -> None:
