@@ -602,7 +602,9 @@ def _split_sections(body: str) -> list[str]:
             # each line alone then (a render each), those tagged first, at most _MAX_CHECKS.
             tagged_set = set(kept)
             order = kept + [n for n in candidates if n not in tagged_set]
-            good = sorted(n for n in order[:_MAX_CHECKS] if _cut_at(lines, [n], cut, whole))
+            good = sorted(
+                n for n in order[:_MAX_CHECKS] if _cut_at(lines, [n], cut, whole) is not None
+            )
             parts = _cut_at(lines, good, cut, whole) if good else None
     return parts or [whole]
 

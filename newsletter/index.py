@@ -85,8 +85,12 @@ def _parser_fingerprint() -> str:
     versions = [getattr(module, "__version__", "?") for module in (yaml, nh3)]
     # cmarkgfm has no version attribute: its C library's version and the compiled module's
     # size and time (a reinstall counts as a change, which only costs a rebuild).
-    binary = os.stat(cmark._cmark.__file__ or "")
-    libraries = " ".join([*versions, cmark.CMARK_VERSION, f"{binary.st_size}/{binary.st_mtime_ns}"])
+    try:
+        binary = os.stat(getattr(cmark._cmark, "__file__", None) or "")
+        built = f"{binary.st_size}/{binary.st_mtime_ns}"
+    except OSError:
+        built = "?"
+    libraries = " ".join([*versions, cmark.CMARK_VERSION, built])
     # python-frontmatter has no version attribute; the code that splits front matter stands in.
     splitter = sys.modules["frontmatter.default_handlers"]
     # this module, the collector (which turns files into records) and what they parse with
