@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -31,6 +33,46 @@ def copy_site(dest: Path, content: Path | None = None, extra: str = "") -> Path:
     text = (REPO / "config.toml").read_text(encoding="utf-8") + extra
     (dest / "config.toml").write_text(text, encoding="utf-8")
     return dest / "config.toml"
+
+
+def without_tables(text: str, names: set[str]) -> str:
+    """The TOML text without the tables `names` (header line through to the next header)."""
+    kept: list[str] = []
+    skipping = False
+    for line in text.splitlines(keepends=True):
+        header = re.match(r"\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$", line)
+        if header:
+            skipping = header.group(1) in names
+        if not skipping:
+            kept.append(line)
+    return "".join(kept)
+
+
+def use_smtp(config_path: Path, port: int, *, connections: int = 1, batch_size: int = 50) -> Path:
+    """Point the site of config_path at an SMTP server on 127.0.0.1:port (quick retries)."""
+    text = without_tables(config_path.read_text(encoding="utf-8"), {"delivery", "delivery.smtp"})
+    text += f"""
+[delivery]
+transport = "smtp"
+batch_size = {batch_size}
+max_attempts = 3
+retry_backoff = 0.05
+pause_after_failures = 10
+
+[delivery.smtp]
+host = "127.0.0.1"
+port = {port}
+starttls = false
+ssl = false
+username_env = ""
+password_env = ""
+connections = {connections}
+rate = 0
+timeout = 10
+"""
+    tomllib.loads(text)
+    config_path.write_text(text, encoding="utf-8")
+    return config_path
 
 
 @pytest.fixture

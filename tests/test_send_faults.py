@@ -37,14 +37,13 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import NOW, copy_site
+from conftest import NOW, copy_site, use_smtp
 from smtp_sink import Received, RecordingSink, running_sink
 
 from newsletter.campaign import site_host
@@ -67,41 +66,6 @@ KILL_SIGNAL = signal.SIGKILL
 
 
 # --- the site ------------------------------------------------------------------------------------
-def _delivery_tables(port: int, connections: int, batch_size: int) -> str:
-    return f"""
-[delivery]
-transport = "smtp"
-batch_size = {batch_size}
-max_attempts = 3
-retry_backoff = 0.05
-pause_after_failures = 10
-
-[delivery.smtp]
-host = "127.0.0.1"
-port = {port}
-starttls = false
-ssl = false
-username_env = ""
-password_env = ""
-connections = {connections}
-rate = 0
-timeout = 10
-"""
-
-
-def _without_tables(text: str, names: set[str]) -> str:
-    """The TOML text without the tables `names` (header line through to the next header)."""
-    kept: list[str] = []
-    skipping = False
-    for line in text.splitlines(keepends=True):
-        header = re.match(r"\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$", line)
-        if header:
-            skipping = header.group(1) in names
-        if not skipping:
-            kept.append(line)
-    return "".join(kept)
-
-
 def make_site(
     dest: Path,
     port: int,
@@ -112,11 +76,7 @@ def make_site(
 ) -> Path:
     """A copy of the sample site sending through 127.0.0.1:port, with `subscribers` imported."""
     dest.mkdir(parents=True)
-    config_path = copy_site(dest)
-    text = _without_tables(config_path.read_text(encoding="utf-8"), {"delivery", "delivery.smtp"})
-    text += _delivery_tables(port, connections, batch_size)
-    tomllib.loads(text)
-    config_path.write_text(text, encoding="utf-8")
+    config_path = use_smtp(copy_site(dest), port, connections=connections, batch_size=batch_size)
     config = load_config(config_path)
     assert config.delivery.transport == "smtp" and config.delivery.smtp.port == port
     rows = [ImportRow(f"lezer{i}@example.nl", f"Lezer {i}", (AUDIENCE,)) for i in range(subscribers)]
