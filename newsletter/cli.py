@@ -19,7 +19,7 @@ from .cli_common import (
     now_option,
     parse_now,
 )
-from .cli_mail import plan, run, send, subscribers
+from .cli_mail import plan, run, scheduled_send, send, subscribers
 from .cli_web import serve
 from .errors import ArticleError, ConfigError, NewsletterError
 
@@ -201,5 +201,5 @@ def _email_findings(config: Config, catalog: Catalog, now: datetime) -> list[Fin
     return findings
 
 
-for command in (subscribers, send, plan, run, serve):
+for command in (subscribers, send, plan, run, serve, scheduled_send):
     main.add_command(command)

@@ -559,3 +559,36 @@ def run(config_path: Path, standby_poll: float) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     run_scheduler(config, poll=standby_poll)
+
+
+@click.command("scheduled-send", hidden=True)
+@config_option
+@click.argument("audience_id", metavar="AUDIENCE")
+@click.option("--fire", required=True, metavar="WHEN", help="The scheduled fire time (ISO 8601) the period comes from.")
+@click.option("--started", required=True, metavar="WHEN", help="When the scheduler started the job (ISO 8601).")
+def scheduled_send(config_path: Path, audience_id: str, fire: str, started: str) -> None:
+    """The scheduler's job for one audience, in a process of its own: `newsletter run` starts it
+    for each scheduled send over SMTP (so that it can fork one sending process per connection).
+    SIGTERM/SIGINT finish the messages in flight, then stop."""
+    import logging
+    import signal
+    from datetime import datetime
+
+    from .schedule import send_scheduled
+
+    config = _load(config_path)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        when = datetime.fromisoformat(fire), datetime.fromisoformat(started)
+    except ValueError as exc:
+        _fail(f"--fire/--started: {exc}", EXIT_CONFIG)
+    stop = threading.Event()
+    with _stop_on_signals(stop):
+        # `newsletter run` starts this process with them blocked, until the handler above is set
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+        try:
+            send_scheduled(config, audience_id, *when, stop)
+        except NewsletterError:
+            sys.exit(1)  # logged by send_scheduled

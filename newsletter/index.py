@@ -95,9 +95,7 @@ def _parser_fingerprint() -> str:
     splitter = sys.modules["frontmatter.default_handlers"]
     # this module, the collector (which turns files into records) and what they parse with
     collector = sys.modules[f"{__package__}.collector"]
-    code = code_fingerprint(
-        sys.modules[__name__], collector, content, model, errors, splitter, cmark
-    )
+    code = code_fingerprint(sys.modules[__name__], collector, content, model, errors, splitter, cmark)
     return f"{__version__}|{sys.version}|{libraries}|{code}"
 
 
@@ -146,19 +144,13 @@ class _Index:
                     self.generation = generation
                     return db
                 if meta:
-                    log.info(
-                        "index %s is for other settings or another version; rebuilding",
-                        self.db_path,
-                    )
+                    log.info("index %s is for other settings or another version; rebuilding", self.db_path)
                     db.close()
                     self._remove_db()
                     continue
                 self.generation = os.urandom(16)
                 db.execute("BEGIN IMMEDIATE")
-                db.execute(
-                    "INSERT INTO meta VALUES ('key', ?), ('generation', ?)",
-                    (self.key, self.generation),
-                )
+                db.execute("INSERT INTO meta VALUES ('key', ?), ('generation', ?)", (self.key, self.generation))
                 db.execute("COMMIT")
                 return db
             except sqlite3.OperationalError as exc:

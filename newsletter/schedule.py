@@ -1,7 +1,9 @@
 """APScheduler wiring: each audience's `schedule` becomes a persistent cron job that sends its
 issue, once, on time (standards APS-01..17).
 
-- One `BlockingScheduler` per process, jobs persisted in the project database
+- One `BackgroundScheduler` per process, the main thread kept alive waiting for a signal (APS-15;
+  not `BlockingScheduler`: its wait until the next job, days away, never sees a SIGTERM that the
+  kernel hands to another thread), jobs persisted in the project database
   (`SQLAlchemyJobStore`), referenced as text (`"newsletter.schedule:run_audience"`, APS-07), with
   the site timezone on scheduler and triggers (APS-11), `coalesce`, `max_instances=1` and an
   explicit misfire grace (APS-01).
@@ -21,7 +23,10 @@ import logging
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +42,6 @@ from apscheduler.events import (
 )
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
-from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from .config import Config, load_config
@@ -156,20 +160,15 @@ class _NoJobsWhenStopped:
         return super()._process_jobs()  # type: ignore[misc, no-any-return]
 
 
-class SafeBlockingScheduler(_NoJobsWhenStopped, BlockingScheduler):  # type: ignore[misc]
-    pass
-
-
 class SafeBackgroundScheduler(_NoJobsWhenStopped, BackgroundScheduler):  # type: ignore[misc]
     pass
 
 
-def make_scheduler(config: Config, *, blocking: bool = True) -> BaseScheduler:
+def make_scheduler(config: Config) -> BaseScheduler:
     # The job store pulls in SQLAlchemy (~0.1 s): imported here so `newsletter plan` stays quick.
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 
-    kind = SafeBlockingScheduler if blocking else SafeBackgroundScheduler
-    scheduler = kind(
+    scheduler = SafeBackgroundScheduler(
         jobstores={"default": SQLAlchemyJobStore(url=config.store_url, tablename=JOB_TABLE)},
         executors={"default": {"type": "threadpool", "max_workers": 4}},
         job_defaults={
@@ -216,15 +215,10 @@ def run_audience(config_path: str, audience_id: str) -> None:
 
     Config is re-read on every run, so an edited sender line or template is used; the period and
     the window's end come from the scheduled fire time, so a run that starts late (within
-    grace) still sends the right issue with the right articles.
+    grace) still sends the right issue with the right articles. Over SMTP on Linux the send runs
+    in a process of its own (`newsletter scheduled-send`), which can fork one sending process
+    per connection as `newsletter send` does; this process has threads, so it cannot.
     """
-    from .collector import load_catalog
-    from .errors import NewsletterError
-    from .sending import deliver_period, options_from
-    from .services import make_transport
-    from .store import Store
-    from .tokens import secret_key_from_env
-
     config = load_config(config_path)
     audience = config.audience(audience_id)
     schedule = parse_schedule(audience.schedule)
@@ -235,6 +229,26 @@ def run_audience(config_path: str, audience_id: str) -> None:
         return
     period = schedule.period_key(fire.astimezone(config.site.tz))
     log.info("%s %s: scheduled for %s, starting", audience_id, period, _show(fire))
+    if config.delivery.transport == "smtp" and sys.platform.startswith("linux"):
+        _send_in_child(config_path, audience_id, period, fire, now)
+    else:
+        send_scheduled(config, audience_id, fire, now, STOP)
+
+
+def send_scheduled(
+    config: Config, audience_id: str, fire: datetime, now: datetime, stop: threading.Event
+) -> str:
+    """Deliver the period of the scheduled fire time (the job's work, in whichever process runs
+    it); returns the report's status. Raises NewsletterError when the send cannot be done."""
+    from .collector import load_catalog
+    from .errors import NewsletterError
+    from .sending import deliver_period, options_from
+    from .services import make_transport
+    from .store import Store
+    from .tokens import secret_key_from_env
+
+    audience = config.audience(audience_id)
+    period = parse_schedule(audience.schedule).period_key(fire.astimezone(config.site.tz))
     catalog = load_catalog(config)
     for problem in catalog.problems:
         log.warning("article skipped: %s", problem)
@@ -243,7 +257,7 @@ def run_audience(config_path: str, audience_id: str) -> None:
         report = deliver_period(
             config, audience, period, fire, store, catalog.articles, catalog.rendered,
             secret_key_from_env(), options_from(config), lambda: make_transport(config),
-            now=now, stop=STOP,
+            now=now, stop=stop,
         )
     except NewsletterError as exc:
         log.error("%s %s: %s", audience_id, period, exc)
@@ -251,8 +265,41 @@ def run_audience(config_path: str, audience_id: str) -> None:
     finally:
         store.close()
         catalog.save_index()
+    how = f" through {report.senders}" if report.senders else ""
     if report.status not in ("sent", "skipped", "already sent"):
         log.error("%s %s: %s %s", audience_id, period, report.status, report.message)
+    else:
+        log.info("%s %s: %s, %d sent%s", audience_id, period, report.status, report.counts.get("sent", 0), how)
+    return report.status
+
+
+def _send_in_child(config_path: str, audience_id: str, period: str, fire: datetime, now: datetime) -> None:
+    """`send_scheduled` in a `newsletter scheduled-send` process; STOP is passed on as SIGTERM
+    (the child then finishes the messages in flight and stops, as this process would)."""
+    from .sending import SendError
+
+    command = [
+        sys.executable, "-m", "newsletter", "scheduled-send", "--config", config_path,
+        audience_id, "--fire", fire.isoformat(), "--started", now.isoformat(),
+    ]
+    # Born with SIGTERM/SIGINT blocked (until its handler is set): a stop that comes right away
+    # then reaches the handler instead of killing the child mid-start.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        child = subprocess.Popen(command)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    told = False
+    while True:
+        try:
+            code = child.wait(timeout=0.2)
+            break
+        except subprocess.TimeoutExpired:
+            if STOP.is_set() and not told:
+                child.send_signal(signal.SIGTERM)
+                told = True
+    if code != 0:
+        raise SendError(f"{audience_id} {period}: the send process exited with code {code}")
 
 
 def run(config: Config, *, owner: str | None = None, poll: float = 15.0) -> None:
@@ -271,27 +318,23 @@ def run(config: Config, *, owner: str | None = None, poll: float = 15.0) -> None
         log.info("signal %d: finishing the messages in flight, then stopping", signum)
         STOP.set()
         stopping.set()
-        if scheduler_box:
-            threading.Thread(target=scheduler_box[0].shutdown, kwargs={"wait": True}).start()
 
-    scheduler_box: list[BaseScheduler] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     try:
         while not _lease(store, owner):
             log.info("another scheduler holds the lease; standing by")
-            if stopping.wait(poll):
+            if _wait(stopping, poll):
                 return
         log.info("scheduler lease taken by %s", owner)
         _reconcile_paused(config)
-        scheduler = make_scheduler(config, blocking=True)
-        scheduler_box.append(scheduler)
-        renew = threading.Thread(
-            target=_keep_lease, args=(store, owner, scheduler, stopping), daemon=True
-        )
+        scheduler = make_scheduler(config)
+        renew = threading.Thread(target=_keep_lease, args=(store, owner, stopping), daemon=True)
         renew.start()
         if not stopping.is_set():
-            scheduler.start()  # blocks until shutdown; missed runs within grace go first
+            scheduler.start()  # missed runs within grace go first
+            _wait(stopping)
+            scheduler.shutdown(wait=True)  # lets the jobs running finish
     finally:
         stopping.set()
         store.release_lease(LEADER_LEASE, owner)
@@ -299,9 +342,20 @@ def run(config: Config, *, owner: str | None = None, poll: float = 15.0) -> None
         log.info("scheduler stopped")
 
 
+def _wait(event: threading.Event, seconds: float | None = None) -> bool:
+    """event.wait(seconds) in short steps. A signal that the kernel hands to another thread
+    runs its Python handler only when the main thread comes back to Python: one long wait
+    (BlockingScheduler's, until a job days away) missed SIGTERM that way."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while not event.wait(0.25):
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+    return True
+
+
 def _reconcile_paused(config: Config) -> list[Decision]:
     """Reconcile through a paused scheduler on the same job store, so no job fires meanwhile."""
-    scheduler = make_scheduler(config, blocking=False)
+    scheduler = make_scheduler(config)
     scheduler.start(paused=True)
     try:
         return reconcile(scheduler, config)
@@ -313,12 +367,12 @@ def _lease(store: Any, owner: str) -> bool:
     return bool(store.acquire_lease(LEADER_LEASE, owner, LEASE_SECONDS, datetime.now(UTC)))
 
 
-def _keep_lease(store: Any, owner: str, scheduler: BaseScheduler, stopping: threading.Event) -> None:
+def _keep_lease(store: Any, owner: str, stopping: threading.Event) -> None:
     while not stopping.wait(LEASE_SECONDS / 3):
         if not _lease(store, owner):
             log.error("lost the scheduler lease to another process; stopping")
             STOP.set()
-            scheduler.shutdown(wait=True)
+            stopping.set()
             return
 
 

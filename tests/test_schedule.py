@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
-from conftest import AMSTERDAM, copy_site
+from conftest import AMSTERDAM, copy_site, use_smtp
+from smtp_sink import RecordingSink, running_sink
 
 from newsletter.config import Config, load_config
 from newsletter.model import ImportRow
@@ -92,7 +93,7 @@ def _take(iterator: Iterator[datetime], count: int) -> Iterator[datetime]:
 
 # --- reconcile against a persistent job store ------------------------------------------------------
 def paused(config: Config) -> BackgroundScheduler:
-    scheduler = make_scheduler(config, blocking=False)
+    scheduler = make_scheduler(config)
     scheduler.start(paused=True)
     return scheduler  # type: ignore[return-value]
 
@@ -221,6 +222,51 @@ def test_a_run_missed_beyond_grace_is_logged_and_shown_not_sent(
     assert next_run == fire + timedelta(days=1)  # APScheduler moved on to the next day (APS-02)
 
 
+# --- over SMTP the job runs in a process of its own ----------------------------------------------
+def test_a_scheduled_send_over_smtp_runs_in_its_own_process_with_sending_processes(
+    minutely: Config, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # The scheduler has threads, so it cannot fork sending processes; `newsletter
+    # scheduled-send` (a fresh process) can, as `newsletter send` does.
+    from newsletter import schedule as module
+
+    with running_sink() as (sink, port):
+        config_path = use_smtp(tmp_path / "config.toml", port, connections=2)
+        module.run_audience(str(config_path), "beslissers")
+        assert sorted(r.recipient for r in sink.received) == [f"l{i}@example.nl" for i in range(4)]
+    err = capfd.readouterr().err
+    assert "beslissers" in err and "sent, 4 sent through 2 sending processes" in err
+    (issue,) = issues(minutely)
+    assert issue.status == "sent"  # type: ignore[attr-defined]
+
+
+def test_a_stop_reaches_the_scheduled_send_process(minutely: Config, tmp_path: Path) -> None:
+    """SIGTERM to `newsletter run` sets STOP; the job passes it on to its send process, which
+    finishes the message in flight and stops: the rest stays queued for the next run."""
+    from newsletter import schedule as module
+
+    with Store.open(minutely.store_url) as store:
+        store.import_rows(
+            [ImportRow(f"m{i}@example.nl", "", ("beslissers",)) for i in range(40)],
+            datetime.now(UTC),
+        )
+    sink = RecordingSink(delay=0.05)
+    sink.on_message = lambda count: module.STOP.set() if count == 3 else None
+    try:
+        with running_sink(sink) as (_, port):
+            config_path = use_smtp(tmp_path / "config.toml", port, connections=1, batch_size=1)
+            module.run_audience(str(config_path), "beslissers")  # returns: stopped is not a failure
+    finally:
+        module.STOP.clear()
+    (issue,) = issues(minutely)
+    with Store.open(minutely.store_url) as store:
+        counts = store.delivery_counts(issue.id)  # type: ignore[attr-defined]
+    assert issue.status != "sent"  # type: ignore[attr-defined]
+    assert 3 <= counts["sent"] == sink.count() < 44
+    assert counts["queued"] == 44 - counts["sent"] and counts["sending"] == 0
+    assert not sink.duplicates()
+
+
 def test_planner_shows_due_and_missed_runs(sample_config: Config) -> None:
     store = Store.open(sample_config.store_url)
     audience = sample_config.audience("beslissers")
@@ -240,7 +286,7 @@ def test_two_schedulers_racing_send_one_issue_once(minutely: Config) -> None:
     """Even without the leader lease (two in-process schedulers firing the same due job), the
     UNIQUE issue, the issue lease and the delivery ledger let each subscriber get one message."""
     first = start_with_due_job(minutely, timedelta(seconds=5))
-    second = make_scheduler(minutely, blocking=False)
+    second = make_scheduler(minutely)
     second.start()
     try:
         wait_for(lambda: any(i.status == "sent" for i in issues(minutely)))  # type: ignore[attr-defined]
@@ -281,6 +327,20 @@ class RunProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=20)
+
+
+def test_a_second_signal_while_stopping_changes_nothing(tmp_path: Path) -> None:
+    # Regression: with two signals at once (a service manager's SIGTERM, then Ctrl-C) Linux
+    # hands the second to another thread; `run` then hung in BlockingScheduler's wait (1 run in
+    # 4), or shut the scheduler down twice and logged SchedulerNotRunningError.
+    run = RunProcess(copy_site(tmp_path))
+    run.wait_for("reconcile: added digest:beslissers")
+    run.process.send_signal(signal.SIGTERM)
+    run.process.send_signal(signal.SIGINT)
+    assert run.process.wait(timeout=20) == 0
+    time.sleep(0.2)  # the collector thread reads the last lines
+    log = "".join(run.lines)
+    assert "scheduler stopped" in log and "Traceback" not in log, log
 
 
 def test_a_second_run_process_stands_by_and_takes_over(tmp_path: Path) -> None:
