@@ -24,7 +24,6 @@ from .cli_common import (
     parse_now,
 )
 from .errors import ConfigError, NewsletterError
-from .services import make_transport
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -315,6 +314,7 @@ def _send_real(
     retry_unknown: bool,
 ) -> SendReport:
     from .sending import deliver_period, options_from
+    from .services import make_transport
     from .tokens import secret_key_from_env
 
     try:
@@ -477,6 +477,8 @@ def _send_test(
     template = message_template(config, audience, digest, subject_prefix="[TEST] ")
     personalizer = Personalizer(config, issue, template, None)
     message = personalizer.compose(0, address, "Test", now)
+    from .services import make_transport
+
     try:
         transport = make_transport(config)
     except ConfigError as exc:
@@ -547,6 +549,7 @@ def run(config_path: Path, standby_poll: float) -> None:
     import logging
 
     from .schedule import run as run_scheduler
+    from .services import make_transport
     from .tokens import secret_key_from_env
 
     config = _load(config_path)
