@@ -755,6 +755,19 @@ def test_section_headings_ignore_fenced_code() -> None:
     assert een is not None and "## not a heading" in een.text
 
 
+def test_the_markdown_dialect_tables_strikethrough_no_autolinks() -> None:
+    # What bodies are written in: CommonMark, GFM tables (alignment kept, as align=) and
+    # ~~strikethrough~~ (two tildes only); bare URLs stay text, as with markdown-it's commonmark.
+    body = (
+        "| Links | Rechts |\n|:--|--:|\n| a | 1 |\n\n"
+        "~~weg~~ en ~blijft~ en www.example.nl en https://example.nl/x\n"
+    )
+    html_out = render_body(body, URL).html
+    assert '<th align="left">Links</th>' in html_out and '<td align="right">1</td>' in html_out
+    assert "<del>weg</del> en ~blijft~" in html_out
+    assert "<a " not in html_out
+
+
 def test_section_heading_keeps_a_closing_hash_without_space() -> None:
     # A closing run of # only counts after a space (CommonMark): "## C#" is the section "C#".
     body = "## C#\n\ntext\n\n## F# ##\n\nmore\n"
