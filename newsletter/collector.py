@@ -520,16 +520,13 @@ class Catalog:
         if body is not None:
             return body
         entry = self._entry_of(article)
-        if entry is not None and self._index is not None:
-            payload = self._index.get(b"b", entry[KEY])
-            if payload is not None:
-                body = pickle.loads(payload)  # noqa: S301 - our own checksummed record
-        if body is None:
-            raw = (self.root / article.path).read_bytes()
-            body = render_body(read_body(raw, article.path)[0], article.url, article.source)
-            # Cached only if the file still holds the bytes the entry was made from.
-            if entry is not None and self._index is not None and _content_key(entry[PATH], raw) == entry[KEY]:
-                self._index.put_many(b"b", [(entry[KEY], body)])
+        if entry is not None and self._body_in_index(entry):
+            return self._bodies[article.path]
+        raw = (self.root / article.path).read_bytes()
+        body = render_body(read_body(raw, article.path)[0], article.url, article.source)
+        # Cached only if the file still holds the bytes the entry was made from.
+        if entry is not None and self._index is not None and _content_key(entry[PATH], raw) == entry[KEY]:
+            self._index.put_many(b"b", [(entry[KEY], body)])
         self._bodies[article.path] = body
         return body
 

@@ -589,10 +589,8 @@ def _split_sections(body: str) -> list[str]:
     if parts is None:
         # Some are not headings. Those whose own numbered cut comes out as a line of its own
         # right before an <h2> are (in code it is escaped, in an HTML block text follows it).
-        numbered = list(lines)
-        for i, n in reversed(list(enumerate(candidates))):
-            numbered.insert(n, cut.replace("-->", f"-{i}-->"))
-        tagged = markdown_html("\n".join(numbered))
+        numbered = {n: cut.replace("-->", f"-{i}-->") for i, n in enumerate(candidates)}
+        tagged = markdown_html(_marked(lines, numbered))
         kept = [
             n for i, n in enumerate(candidates) if cut.replace("-->", f"-{i}-->\n<h2>") in tagged
         ]
@@ -612,15 +610,19 @@ def _split_sections(body: str) -> list[str]:
 def _cut_at(lines: list[str], numbers: list[int], cut: str, whole: str) -> list[str] | None:
     """The HTML split before the headings on these lines, or None unless each of them is a
     top-level heading: the cuts must change nothing else and each part must open with it."""
-    marked = list(lines)
-    for n in reversed(numbers):
-        marked.insert(n, cut)
-    parts = markdown_html("\n".join(marked)).split(cut + "\n")
+    parts = markdown_html(_marked(lines, dict.fromkeys(numbers, cut))).split(cut + "\n")
     if len(parts) != len(numbers) + 1 or "".join(parts) != whole:
         return None
     if not all(part.startswith("<h2>") for part in parts[1:]):
         return None
     return parts
+
+
+def _marked(lines: list[str], before: dict[int, str]) -> str:
+    """The lines joined again, each line number in `before` preceded by a line of its marker."""
+    return "\n".join(
+        f"{before[n]}\n{line}" if n in before else line for n, line in enumerate(lines)
+    )
 
 
 def html_text(fragment: str) -> str:
