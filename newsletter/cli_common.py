@@ -45,6 +45,15 @@ def parse_now(text: str | None, timezone: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(timezone))
 
 
+def log_to_stderr() -> None:
+    """Log lines with time, level and logger on stderr, for the long-running commands."""
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
 def _load(config_path: Path) -> Config:
     from .config import load_config
 

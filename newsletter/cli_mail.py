@@ -20,6 +20,7 @@ from .cli_common import (
     _load,
     _report_problems,
     config_option,
+    log_to_stderr,
     now_option,
     parse_now,
 )
@@ -459,6 +460,7 @@ def _send_test(
     from .campaign import digest_settings, message_template, render_issue
     from .model import Issue
     from .sending import Personalizer, plan_next, stored_digest
+    from .services import make_transport
     from .store import InvalidEmailError, normalize_email
 
     try:
@@ -477,8 +479,6 @@ def _send_test(
     template = message_template(config, audience, digest, subject_prefix="[TEST] ")
     personalizer = Personalizer(config, issue, template, None)
     message = personalizer.compose(0, address, "Test", now)
-    from .services import make_transport
-
     try:
         transport = make_transport(config)
     except ConfigError as exc:
@@ -546,8 +546,6 @@ def _store_exists(config: Config) -> bool:
 def run(config_path: Path, standby_poll: float) -> None:
     """Run the scheduler until SIGTERM/SIGINT: every audience's digest at its scheduled local
     time, once. A second `newsletter run` on the same database stands by until the first stops."""
-    import logging
-
     from .schedule import run as run_scheduler
     from .services import make_transport
     from .tokens import secret_key_from_env
@@ -558,9 +556,7 @@ def run(config_path: Path, standby_poll: float) -> None:
         make_transport(config).close()
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    log_to_stderr()
     run_scheduler(config, poll=standby_poll)
 
 
@@ -573,16 +569,13 @@ def scheduled_send(config_path: Path, audience_id: str, fire: str, started: str)
     """The scheduler's job for one audience, in a process of its own: `newsletter run` starts it
     for each scheduled send over SMTP (so that it can fork one sending process per connection).
     SIGTERM/SIGINT finish the messages in flight, then stop."""
-    import logging
     import signal
     from datetime import datetime
 
     from .schedule import send_scheduled
 
     config = _load(config_path)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    log_to_stderr()
     try:
         when = datetime.fromisoformat(fire), datetime.fromisoformat(started)
     except ValueError as exc:

@@ -7,13 +7,12 @@ for up to `GRACEFUL_SECONDS`, then runs the app's shutdown, which closes the sto
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
 import click
 
-from .cli_common import EXIT_CONFIG, EXIT_PROBLEMS, _load, config_option
+from .cli_common import EXIT_CONFIG, EXIT_PROBLEMS, _load, config_option, log_to_stderr
 from .errors import ConfigError, NewsletterError
 
 GRACEFUL_SECONDS = 10
@@ -37,7 +36,7 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
     from .web import create_app
 
     config = _load(config_path)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     try:
         app = create_app(config)
     except ConfigError as exc:

@@ -240,6 +240,7 @@ def send_scheduled(
 ) -> str:
     """Deliver the period of the scheduled fire time (the job's work, in whichever process runs
     it); returns the report's status. Raises NewsletterError when the send cannot be done."""
+    from .campaign import period_of
     from .collector import load_catalog
     from .errors import NewsletterError
     from .sending import deliver_period, options_from
@@ -248,7 +249,7 @@ def send_scheduled(
     from .tokens import secret_key_from_env
 
     audience = config.audience(audience_id)
-    period = parse_schedule(audience.schedule).period_key(fire.astimezone(config.site.tz))
+    period = period_of(config, audience, fire)
     catalog = load_catalog(config)
     for problem in catalog.problems:
         log.warning("article skipped: %s", problem)
