@@ -413,12 +413,13 @@ def main() -> None:
                 ceilings: list[Measured] = []
                 strict: list[Measured] = []  # the ceiling at one round trip per message
                 for run in range(args.runs):
-                    if not message.exists():  # the ceiling replays a message of the issue sent
+                    send_first = not message.exists()  # the ceiling replays a message it sent
+                    if send_first:
                         sends.append(run_send(site, sink, size))
                         compose_costs(site, 10, message)
                     ceilings.append(run_ceiling(message, sink, size, connections, "transport"))
                     strict.append(run_ceiling(message, sink, size, connections, "next-envelope"))
-                    if len(sends) <= run:
+                    if not send_first:
                         sends.append(run_send(site, sink, size))
                     print(f"  n={size} c={connections} run {run + 1}: send {sends[-1].wall:.2f} s, "
                           f"{sends[-1].rate:,.0f} msg/s, ceiling {ceilings[-1].rate:,.0f} msg/s "
