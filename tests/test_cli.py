@@ -55,6 +55,27 @@ def test_bad_article_is_skipped_and_listed_strict_fails(tmp_path: Path) -> None:
     assert code == 1 and "kapot.md" in err
 
 
+def test_unparseable_urls_cost_one_article_or_one_link_not_the_build(tmp_path: Path) -> None:
+    # Regression: urllib's ValueError ("Invalid IPv6 URL") for a cover image or a raw-HTML link
+    # escaped as a traceback and no feed was written at all.
+    config = copy_site(tmp_path)
+    folder = tmp_path / "content" / "2026" / "11"
+    (folder / "kapot.md").write_text(
+        '---\ntitle: Kapot\ndate: 2026-11-27T10:00:00Z\ncover:\n  image: "https://[oops/x.jpg"\n---\nB\n',
+        encoding="utf-8",
+    )
+    (folder / "link.md").write_text(
+        '---\ntitle: Met link\ndate: 2026-11-27T11:00:00Z\n---\nZie <a href="//[oops">hier</a>.\n',
+        encoding="utf-8",
+    )
+    code, out, err = run("build", "--config", str(config), "--now", NOW)
+    assert code == 0
+    assert "2026/11/kapot.md: cover.image: is not a valid URL" in err
+    assert "from 13 published of 15 articles" in out
+    feed = (tmp_path / "public" / "index.xml").read_text(encoding="utf-8")
+    assert "Met link" in feed and "hier" in feed and "[oops" not in feed
+
+
 def test_check_lists_every_problem(tmp_path: Path) -> None:
     config = copy_site(tmp_path)
     folder = tmp_path / "content" / "2026" / "11"

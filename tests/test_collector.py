@@ -94,6 +94,8 @@ def test_scan_reads_every_article_sorted_by_path(content: Path) -> None:
         ("2026/01/bad.md", "---\ntitle: Café\n---\n".encode("latin-1"), None),
         ("2026/01/bad.md", b"", None),
         ("0-first.md", b"No front matter\n", "front matter"),
+        # urllib raised ValueError for this one, which stopped the whole scan
+        ("2026/01/bad.md", article_text("X", extra='cover:\n  image: "https://[oops/x.jpg"'), "cover.image"),
     ],
 )
 def test_one_bad_file_among_good_ones(
