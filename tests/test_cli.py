@@ -196,3 +196,13 @@ def test_check_reports_a_template_that_fails(tmp_path: Path) -> None:
     (email / "digest.txt").write_text("{{ lead.no_such_field }}\n")
     code, _, err = run("check", "--config", str(config), "--now", NOW)
     assert code == 1 and "audience 'beslissers': digest: digest.txt:" in err and "no_such_field" in err
+
+
+def test_scheduled_send_names_a_bad_time(tmp_path: Path) -> None:
+    # Internal (started by `newsletter run`), but a bad --fire is a clear config error, not a trace.
+    config = copy_site(tmp_path)
+    code, _, err = run("scheduled-send", "--config", str(config), "beslissers", "--fire", "maandag",
+                       "--started", "2026-11-30T07:00:00+00:00")
+    assert code == 2
+    assert "--fire/--started" in err and "maandag" in err
+    assert not (tmp_path / "newsletter.db").exists()  # nothing was prepared or sent
