@@ -189,8 +189,29 @@ def _load_one(
 _Loaded = tuple[bytes, _Fields | None, bytes | None]
 
 
+def _read_ahead(paths: Iterable[str]) -> None:
+    """Ask the kernel to start reading these files now: when they are not in the page cache
+    (a fresh machine, a cold build) the disk gets them all at once instead of one read at a
+    time per worker, which halves a 10k-article parse after a page-cache drop (issue 7). Cached
+    files cost a system call each. A no-op where posix_fadvise is missing (macOS)."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block here
+        except OSError:
+            continue  # reported when it is read
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 def _load_chunk(settings: ContentSettings, jobs: list[tuple[str, str, bytes | None]]) -> list[_Loaded]:
     """Worker side of a parallel scan: results travel back pickled, ready for the database."""
+    _read_ahead(full for _, full, _ in jobs)
     out: list[_Loaded] = []
     for rel, full, expected in jobs:
         key, result = _load_one(rel, full, expected, settings)

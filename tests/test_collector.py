@@ -425,6 +425,12 @@ def test_parallel_scan_equals_serial_scan(content: Path, tmp_path: Path, monkeyp
     assert again.parsed == 0 and again.articles == serial.articles
 
 
+def test_read_ahead_passes_over_what_it_cannot_open(content: Path, tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.md")
+    paths = [tmp_path / "gone.md", tmp_path, tmp_path / "pipe.md", content / "2026/01/a.md"]
+    collector._read_ahead(str(p) for p in paths)  # returns: no error, no wait on the pipe
+
+
 def test_few_changes_go_to_the_delta_file(content: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     index = tmp_path / "index.bin"
     delta = tmp_path / "index.bin.delta"
