@@ -13,6 +13,7 @@ from . import __version__
 from .cli_common import (
     EXIT_CONFIG,
     EXIT_PROBLEMS,
+    _catalog,
     _load,
     _report_problems,
     config_option,
@@ -60,6 +61,9 @@ def build(
     now = parse_now(now_text, config.site.timezone)
     try:
         result = run_build(config, now, output_dir, use_index=not no_index)
+    except ConfigError as exc:  # the content folder cannot be read
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
     except NewsletterError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_PROBLEMS)
@@ -97,8 +101,6 @@ def digest(audience_id: str | None, config_path: Path, now_text: str | None, out
     look-back window up to --now. Exit 1 if a digest cannot be rendered.
     """
     from .campaign import digest_settings, plan_issue, render_issue, write_preview
-    from .collector import load_catalog
-
     config = _load(config_path)
     now = parse_now(now_text, config.site.timezone)
     try:
@@ -109,7 +111,7 @@ def digest(audience_id: str | None, config_path: Path, now_text: str | None, out
     if not audiences:
         click.echo("error: no [[audiences]] in the config", err=True)
         sys.exit(EXIT_CONFIG)
-    catalog = load_catalog(config)
+    catalog = _catalog(config)
     if catalog.problems:
         click.echo(f"skipped {len(catalog.problems)} article(s) with problems:", err=True)
         _report_problems(catalog.problems)
@@ -141,11 +143,11 @@ def digest(audience_id: str | None, config_path: Path, now_text: str | None, out
 @now_option
 def check(config_path: Path, now_text: str | None) -> None:
     """Validate config.toml and every article; list all problems. Exit 1 if there are any."""
-    from .collector import is_published, load_catalog
+    from .collector import is_published
 
     config = _load(config_path)
     now = parse_now(now_text, config.site.timezone)
-    catalog = load_catalog(config)
+    catalog = _catalog(config)
     problems = list(catalog.problems)
     published = [a for a in catalog.articles if is_published(a, now)]
     for article in published:  # render too: a body that cannot be rendered is a problem

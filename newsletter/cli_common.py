@@ -13,6 +13,7 @@ import click
 from .errors import ArticleError, ConfigError
 
 if TYPE_CHECKING:
+    from .collector import Catalog
     from .config import Config
 
 EXIT_PROBLEMS = 1  # bad articles under --strict / check, or nothing could be built
@@ -59,6 +60,17 @@ def _load(config_path: Path) -> Config:
 
     try:
         return load_config(config_path)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def _catalog(config: Config, use_index: bool = True) -> Catalog:
+    """The config's articles, or exit 2 naming site.content_dir when that folder cannot be read."""
+    from .collector import load_catalog
+
+    try:
+        return load_catalog(config, use_index)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_CONFIG)

@@ -17,6 +17,7 @@ import click
 from .cli_common import (
     EXIT_CONFIG,
     EXIT_PROBLEMS,
+    _catalog,
     _load,
     _report_problems,
     config_option,
@@ -277,7 +278,6 @@ def send(
     import re
 
     from .campaign import period_of
-    from .collector import load_catalog
     from .schedules import parse_schedule
 
     config = _load(config_path)
@@ -288,7 +288,7 @@ def send(
         period = period_of(config, audience, now)
     elif not re.match(_PERIOD_SHAPES[kind], period):
         _fail(f"--period {period!r}: {audience.id} is {kind}ly; write it like {_PERIOD_EXAMPLES[kind]}", EXIT_CONFIG)
-    catalog = load_catalog(config)
+    catalog = _catalog(config)
     if catalog.problems:
         click.echo(f"skipped {len(catalog.problems)} article(s) with problems:", err=True)
         _report_problems(catalog.problems)
@@ -504,13 +504,12 @@ def plan(config_path: Path, at_text: str | None, audience_id: str | None, as_jso
     missed. Changes nothing."""
     import json
 
-    from .collector import load_catalog
     from .planner import format_plan, plan_audience
 
     config = _load(config_path)
     at = parse_now(at_text, config.site.timezone)
     audiences = [_audience(config, audience_id)] if audience_id else list(config.audiences)
-    catalog = load_catalog(config, use_index=True)
+    catalog = _catalog(config)
     counts: dict[str, int] = {}
     issues: dict[str, list[Issue]] = {a.id: [] for a in audiences}
     if _store_exists(config):

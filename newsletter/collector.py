@@ -34,7 +34,7 @@ from typing import Literal, TypeVar, overload
 
 from .config import Config
 from .content import ContentSettings, parse_article, read_body, render_body
-from .errors import ArticleError
+from .errors import ArticleError, ConfigError
 from .index import (
     _ERROR_FIELDS,
     DATE,
@@ -102,6 +102,7 @@ def load_catalog(config: Config, use_index: bool = True) -> Catalog:
 def walk(root: Path) -> list[Found]:
     """Every article file below root with its stat, sorted by relative path; dot-files and
     dot-folders skipped, linked folders not entered, linked files only if they stay in root.
+    A file or folder that cannot be read is listed with the reason instead of a stat.
 
     One os.scandir pass with one stat per file: at 100k files pathlib's per-file objects and
     extra lstat calls cost seconds, and this stat is all a rebuild with nothing changed needs."""
@@ -111,7 +112,15 @@ def walk(root: Path) -> list[Found]:
     stack = [(str(root), "")]
     while stack:
         folder, prefix = stack.pop()
-        with os.scandir(folder) as it:
+        try:
+            it = os.scandir(folder)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            if not prefix:
+                raise ConfigError("site.content_dir", f"cannot be read: {reason}", str(root)) from None
+            append((prefix, reason))  # the folder, with its trailing slash
+            continue
+        with it:
             for entry in it:
                 name = entry.name
                 if name[0] == ".":

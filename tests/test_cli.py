@@ -5,10 +5,12 @@ from __future__ import annotations
 import email
 import email.policy
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from conftest import copy_site
 
@@ -105,6 +107,22 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     assert code == 2 and "feeds.max_itmes" in err and "max_items" in err
     code, _, err = run("check", "--config", str(tmp_path / "missing.toml"))
     assert code == 2 and "not found" in err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["build", "--now"], ["check", "--now"], ["digest", "--now"], ["plan", "--at"], ["send", "beslissers", "--now"]],
+    ids=lambda c: c[0],
+)
+def test_a_missing_content_folder_is_a_config_error_not_a_traceback(
+    tmp_path: Path, command: list[str]
+) -> None:
+    config = copy_site(tmp_path)
+    shutil.rmtree(tmp_path / "content")
+    code, _, err = run(*command, NOW, "--config", str(config))
+    assert code == 2, err
+    assert err.startswith("error: config key 'site.content_dir': cannot be read: No such file")
+    assert str(tmp_path / "content") in err
 
 
 def test_bad_now_is_rejected(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
@@ -24,6 +25,7 @@ from newsletter import collector
 from newsletter import index as index_module
 from newsletter.collector import Catalog, is_published, newest_first, scan, select
 from newsletter.content import ContentSettings, render_body
+from newsletter.errors import ConfigError
 from newsletter.model import Article
 
 SITE = ContentSettings("https://example.nl")
@@ -167,6 +169,30 @@ def test_ignored_files_and_folders(content: Path) -> None:
     ]
     assert catalog.problems == []
     assert catalog.parsed == 4
+
+
+def test_an_unreadable_folder_is_one_problem_and_the_rest_is_read(
+    content: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_scandir = os.scandir
+    locked = str(content / "2026" / "02")
+
+    def scandir(folder: str) -> object:
+        if folder == locked:  # as root, chmod 000 would not stop us reading it
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), folder)
+        return real_scandir(folder)
+
+    monkeypatch.setattr(collector.os, "scandir", scandir)
+    catalog = scan(content, SITE)
+    assert [(p.path, p.message) for p in catalog.problems] == [("2026/02/", "cannot be read: Permission denied")]
+    assert paths(catalog) == ["2026/01/a.md", "2026/01/b.md"]
+
+
+def test_a_missing_content_folder_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        scan(tmp_path / "nowhere", SITE)
+    assert caught.value.key == "site.content_dir"
+    assert str(tmp_path / "nowhere") in str(caught.value)
 
 
 def test_symlink_out_of_the_root_is_not_read(tmp_path: Path, content: Path) -> None:
