@@ -557,6 +557,8 @@ def markdown_html(markdown: str) -> str:
 def sanitize(fragment: str, page_url: str) -> str:
     """nh3-clean HTML (no script/iframe/style/on*/javascript:/data:) and make every URL absolute."""
     clean: str = _CLEANER.clean(fragment)
+    if 'href="' not in clean and 'src="' not in clean:
+        return clean  # most fragments: two substring tests instead of a regex pass (~4 µs)
 
     # nh3 serialises every attribute double-quoted, so this pattern sees each href/src exactly.
     def absolute(m: re.Match[str]) -> str:
@@ -591,12 +593,17 @@ def render_body(body: str, page_url: str, source: str = "") -> RenderedBody:
 
 def _split_sections(body: str) -> list[str]:
     """The body's HTML as [intro, section, ...], each section starting with its `<h2>`."""
-    whole = markdown_html(body)
     lines = body.split("\n")
     # Every line that looks like one; _cut_at() weeds out those in code, lists, quotes or HTML.
     candidates = [n for n, line in enumerate(lines) if _H2_LINE.match(line)]
     if not candidates:
-        return [whole]
+        return [markdown_html(body)]
+    if _plainly_headings(body, lines, candidates):
+        # One render, not two (most bodies; the property test compares with the whole render).
+        cut_up = markdown_html(_marked(lines, dict.fromkeys(candidates, _CUT))).split(_CUT + "\n")
+        if len(cut_up) == len(candidates) + 1 and all(p.startswith("<h2>") for p in cut_up[1:]):
+            return cut_up
+    whole = markdown_html(body)
     cut = _CUT
     while cut in body:  # a body that quotes the marker gets a longer one
         cut = cut.replace("-->", "-x-->")
@@ -620,6 +627,16 @@ def _split_sections(body: str) -> list[str]:
             )
             parts = _cut_at(lines, good, cut, whole) if good else None
     return parts or [whole]
+
+
+def _plainly_headings(body: str, lines: list[str], candidates: list[int]) -> bool:
+    """Whether every candidate line is surely a top-level heading, so that cuts before them
+    change nothing else: each starts at the margin (so no list item holds it), and the body has
+    nothing such a line could sit inside: no raw HTML, no fence, and (to be safe: a title may
+    run over lines) no link definition. Substring tests: a multi-line regex costs 9 µs a body."""
+    if "<" in body or "```" in body or "~~~" in body or "]:" in body:
+        return False
+    return all(lines[n].startswith("##") for n in candidates)
 
 
 def _cut_at(lines: list[str], numbers: list[int], cut: str, whole: str) -> list[str] | None:

@@ -817,6 +817,25 @@ def test_many_heading_lines_in_code_cost_a_few_renders_not_one_each(
     assert renders <= 4
 
 
+def test_a_body_without_raw_html_or_fences_is_rendered_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from newsletter import content
+
+    renders: list[str] = []
+    real = content.markdown_html
+
+    def counting(markdown: str) -> str:
+        renders.append(markdown)
+        return real(markdown)
+
+    monkeypatch.setattr(content, "markdown_html", counting)
+    body = "Intro with [a link](https://x.nl).\n\n## Een\n\n- item\n\n## Twee\npara\n## Drie\n\n> q\n"
+    rendered = render_body(body, URL)
+    assert [s.heading for s in rendered.sections] == ["Een", "Twee", "Drie"]
+    assert len(renders) == 1
+    monkeypatch.setattr(content, "markdown_html", real)
+    assert rendered.html == sanitize(markdown_html(body), URL)
+
+
 def test_heading_markup_is_rendered_in_html() -> None:
     # Regression: the raw inline source of a heading used to be escaped into the <h2>, so
     # "## Wat is `nh3`?" showed literal backticks and "## A &amp; B" was double-escaped.
