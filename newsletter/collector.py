@@ -572,7 +572,11 @@ class Catalog:
             return  # rendered() renders the missing bodies one by one
         # A body's page URL is its entry's id, so the jobs need no article.
         jobs = [(e[PATH], str(self.root / e[PATH]), e[KEY], e[ID]) for e in missing]
-        rows = workers.map(_render_chunk, jobs, 50)  # submitted now, rendered meanwhile
+        try:
+            rows = workers.map(_render_chunk, jobs, 50)  # submitted now, rendered meanwhile
+        except (BrokenProcessPool, OSError) as exc:
+            workers.failed(exc)
+            rows = iter(())  # rendered() renders them one by one
         for entry in entries:
             self.article(entry)
         done: list[tuple[bytes, bytes]] = []

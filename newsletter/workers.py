@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import itertools
 import logging
 import multiprocessing
 import os
@@ -93,7 +94,8 @@ class Workers:
         inherit: object = None,
     ) -> Iterator[R]:
         """fn over chunks of jobs in the workers; results flattened, in job order. Chunks hold
-        at least `chunk` jobs, more when there are many (about 8 chunks per worker).
+        at least `chunk` jobs, more when there are many (about 8 chunks per worker). Every
+        chunk is submitted before this returns, so the caller can do other work meanwhile.
 
         With `inherit`, fresh workers are forked now and see it through `inherited()` (only
         where `can_inherit`)."""
@@ -123,8 +125,9 @@ class Workers:
                 _inherited = None
         else:
             results = self._pool.map(fn, chunks)
-        for part in results:
-            yield from part
+        # Not a generator function: that would submit nothing until the first result is asked
+        # for (prefetch rendered no body while it loaded the articles, 50 ms at 10k).
+        return itertools.chain.from_iterable(results)
 
     def failed(self, exc: BaseException) -> None:
         log.warning("worker processes failed (%s); continuing in this process", exc)

@@ -495,6 +495,25 @@ def test_scans_never_saved_hold_no_lock_and_their_records_are_swept(
     del unsaved
 
 
+def _touch_chunk(paths: list[str]) -> list[str]:
+    for path in paths:
+        Path(path).touch()
+    return paths
+
+
+def test_worker_jobs_start_before_their_results_are_asked_for(tmp_path: Path) -> None:
+    # Regression: Workers.map was a generator, so prefetch's render jobs only started once it
+    # had loaded every article and asked for the first body.
+    marks = [str(tmp_path / f"{n}.done") for n in range(4)]
+    with collector.Workers(2) as workers:
+        results = workers.map(_touch_chunk, marks, 1)
+        deadline = time.monotonic() + 20
+        while not all(os.path.exists(m) for m in marks) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert all(os.path.exists(m) for m in marks)
+        assert list(results) == marks
+
+
 def test_no_worker_processes_are_forked_from_a_threaded_process() -> None:
     assert collector.Workers(2).usable
     release = threading.Event()
