@@ -6,6 +6,7 @@ naming the file and the field, so the caller can report it and carry on with the
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
@@ -670,6 +671,7 @@ def inline_text(markdown: str) -> str:
     return " ".join(html_text(markdown_html(markdown)).split())
 
 
+@functools.lru_cache(maxsize=4096)  # feeds slugify every tag of every item: 15k calls at 10k
 def slugify(text: str) -> str:
     """ASCII, lower-case, hyphenated: safe as one path segment. `AI Hardware` -> `ai-hardware`."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")

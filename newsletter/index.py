@@ -301,6 +301,19 @@ class _Index:
             return None
         return self._verified(row_key, row[0]) if row is not None else None
 
+    def holds(self, kind: bytes) -> bool:
+        """Whether there is any record of this kind (damaged or not)."""
+        if self.db is None:
+            return False
+        try:
+            return self.db.execute(
+                "SELECT 1 FROM records WHERE key >= ? AND key < ? LIMIT 1",
+                (kind, bytes([kind[0] + 1])),
+            ).fetchone() is not None
+        except sqlite3.DatabaseError as exc:
+            self._failed(exc)
+            return False
+
     def scan_records(self, kind: bytes) -> Iterator[tuple[bytes, bytes]]:
         """(key, verified payload) of every record of one kind; damaged ones are left out."""
         if self.db is None:
