@@ -8,6 +8,8 @@ import os
 import pickle
 import random
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -451,10 +453,64 @@ def test_parallel_scan_equals_serial_scan(content: Path, tmp_path: Path, monkeyp
     assert again.parsed == 0 and again.articles == serial.articles
 
 
-def test_read_ahead_passes_over_what_it_cannot_open(content: Path, tmp_path: Path) -> None:
+def test_files_opened_ahead_are_read_or_reported_and_all_closed(content: Path, tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.md")
+    fds_before = len(os.listdir("/proc/self/fd"))
     paths = [tmp_path / "gone.md", tmp_path, tmp_path / "pipe.md", content / "2026/01/a.md"]
-    collector._read_ahead(str(p) for p in paths)  # returns: no error, no wait on the pipe
+    opened = list(collector._opened_ahead((str(p) for p in paths), window=2))  # no wait on the pipe
+    assert isinstance(opened[0], FileNotFoundError)
+    with pytest.raises(FileNotFoundError):
+        collector._read_file(opened[0])
+    with pytest.raises(IsADirectoryError):
+        collector._read_file(opened[1])
+    assert collector._read_file(opened[2]) == b""  # a FIFO without a writer: empty, not a hang
+    assert collector._read_file(opened[3]) == (content / "2026/01/a.md").read_bytes()
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+def test_files_opened_ahead_are_closed_when_reading_stops_early(content: Path) -> None:
+    fds_before = len(os.listdir("/proc/self/fd"))
+    paths = [str(content / "2026/01/a.md")] * 10
+    opened = collector._opened_ahead(paths, window=3)
+    first = next(opened)
+    assert isinstance(first, int)
+    assert len(os.listdir("/proc/self/fd")) == fds_before + 4  # the one given and three ahead
+    collector._read_file(first)
+    opened.close()
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+def test_opening_ahead_stays_within_a_low_open_files_limit(tmp_path: Path) -> None:
+    root = tmp_path / "content"
+    for n in range(300):
+        write(root, f"a/{n:03}.md", article_text(f"A{n}"))
+    script = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "from newsletter import collector\n"
+        "from newsletter.content import ContentSettings\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        "root = Path(sys.argv[1])\n"
+        "jobs = [(rel, str(root / rel), None) for rel, _ in collector.walk(root)]\n"
+        "loaded = collector._load_chunk(ContentSettings('https://example.nl'), jobs)\n"
+        "print(len(loaded), sum(1 for _, fields, _ in loaded if fields[0]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(root)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["300", "0"]  # all read, none "Too many open files"
+
+
+def test_a_fifo_among_the_articles_is_a_problem_not_a_hang(content: Path, tmp_path: Path) -> None:
+    os.mkfifo(content / "2026" / "pipe.md")
+    catalog = scan(content, SITE)
+    assert [(p.path, p.message) for p in catalog.problems] == [("2026/pipe.md", "empty file")]
+    assert len(catalog.articles) == 4
+
+
+def test_a_large_file_is_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "big.md"
+    path.write_bytes(b"x" * 200_000)
+    assert collector._read_file(str(path)) == b"x" * 200_000
 
 
 def test_few_changes_go_to_the_delta_file(content: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
