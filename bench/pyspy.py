@@ -28,9 +28,9 @@ ROLES = (
     ("_send_locked", "ledger (claims, outcomes)"),
     ("_load_chunk", "parse worker"),
     ("_render_chunk", "body render worker"),
-    ("_render_jobs", "feed render worker"),
+    ("_write_jobs", "feed render worker (renders and writes)"),
     ("_scan", "build: scan (waiting for parse workers, index)"),
-    ("_render_stale", "build: feeds (waiting for render workers, writing)"),
+    ("_write_stale", "build: feeds (waiting for the feed workers)"),
     ("_find_and_load", "imports"),
 )
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
@@ -67,6 +67,7 @@ from .output import (
     safe_target,
     save_state,
     stamp,
+    write_changed,
     write_outputs,
 )
 from .workers import Workers, inherited
@@ -182,9 +183,7 @@ def _indexed_build(config: Config, now: datetime, out: Path, workers: Workers) -
                     writer.keep(rel)
                 else:
                     stale.append((spec, fmt, rel))
-        # Written as they come: a cold build never holds every feed file in memory.
-        for rel, data in _render_stale(catalog, stale, feeds, workers):
-            writer.write(rel, data)
+        _write_stale(catalog, stale, feeds, workers, writer)
         lists = {"feeds.opml": render_opml(specs, feeds), "feeds.html": render_discovery_page(specs, feeds)}
         for rel, data in lists.items():
             writer.write(rel, data)
@@ -219,15 +218,19 @@ def _indexed_build(config: Config, now: datetime, out: Path, workers: Workers) -
     return BuildResult(catalog, ids, OutputFiles(out, names, lists), report, rendered)
 
 
-def _render_stale(
+def _write_stale(
     catalog: Catalog,
     stale: list[tuple[FeedSpec[Entry], str, str]],
     feeds: FeedSettings,
     workers: Workers,
-) -> Iterator[tuple[str, bytes]]:
-    """(path, bytes) of the feed files whose inputs changed; only their articles are loaded and
-    only their bodies rendered. Many feeds (a cold build) are rendered in forked workers that
-    share the articles and bodies with this process instead of receiving them."""
+    writer: OutputWriter,
+) -> None:
+    """Render and write the feed files whose inputs changed; only their articles are loaded and
+    only their bodies rendered. Each file is written as it is made, so a cold build never holds
+    every feed in memory. Many feeds (a cold build) are rendered and written by forked workers
+    that share the articles and bodies with this process instead of receiving them, and send
+    back only whether they wrote: sending 16 MB of feeds back at 10k articles kept this process
+    busy enough to slow the workers down (issue 7)."""
     needed = {e[KEY]: e for spec, _, _ in stale for e in spec.articles}
     catalog.prefetch(needed.values(), workers)
     full: dict[int, FeedSpec[Article]] = {}
@@ -236,26 +239,30 @@ def _render_stale(
             full[id(spec)] = spec.with_articles(catalog.article(e) for e in spec.articles)
     specs = list(full.values())
     index = {key: n for n, key in enumerate(full)}
-    jobs = [(index[id(spec)], fmt) for spec, fmt, _ in stale]
+    jobs = [(index[id(spec)], fmt, rel) for spec, fmt, rel in stale]
     done = 0
     if len(jobs) >= PARALLEL_MIN_FEEDS and workers.can_inherit:
         bodies = {a.path: catalog.rendered(a) for spec in specs for a in spec.articles}
+        shared = (specs, bodies, feeds, writer.out_dir)
         try:
-            for data in workers.map(_render_jobs, jobs, 4, inherit=(specs, bodies, feeds)):
-                yield stale[done][2], data
+            for rel, written in workers.map(_write_jobs, jobs, 4, inherit=shared):
+                writer.record(rel, written)
                 done += 1
         except (BrokenProcessPool, OSError) as exc:
             workers.failed(exc)
-    for (n, fmt), (_, _, rel) in zip(jobs[done:], stale[done:], strict=True):
-        yield rel, render_feed(specs[n], fmt, feeds, catalog.rendered)
+    for n, fmt, rel in jobs[done:]:
+        writer.write(rel, render_feed(specs[n], fmt, feeds, catalog.rendered))
 
 
-def _render_jobs(jobs: list[tuple[int, str]]) -> list[bytes]:
-    """Worker side of `_render_stale`."""
-    shared: tuple[list[FeedSpec[Article]], dict[str, RenderedBody], FeedSettings]
+def _write_jobs(jobs: list[tuple[int, str, str]]) -> list[tuple[str, bool]]:
+    """Worker side of `_write_stale`: (path, written) per feed file."""
+    shared: tuple[list[FeedSpec[Article]], dict[str, RenderedBody], FeedSettings, Path]
     shared = inherited()  # type: ignore[assignment]
-    specs, bodies, feeds = shared
-    return [render_feed(specs[n], fmt, feeds, lambda a: bodies[a.path]) for n, fmt in jobs]
+    specs, bodies, feeds, out = shared
+    return [
+        (rel, write_changed(out, rel, render_feed(specs[n], fmt, feeds, lambda a: bodies[a.path])))
+        for n, fmt, rel in jobs
+    ]
 
 
 def _still_valid(state: BuildState, signature: bytes, now: datetime, out: Path) -> bool:

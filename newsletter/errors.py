@@ -69,6 +69,9 @@ class OutputError(NewsletterError):
         self.message = message
         super().__init__(f"{path}: {message}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.message))  # raised in feed workers, too
+
 
 class RenderError(NewsletterError):
     """A template could not be rendered."""

@@ -55,6 +55,25 @@ def write_atomic(target: Path, data: bytes) -> None:
         raise
 
 
+def write_changed(out_dir: Path, rel: str, data: bytes) -> bool:
+    """Write out_dir/rel unless it already holds these bytes; True if it was written.
+
+    Raises:
+        OutputError: an unsafe path, or the file cannot be written.
+    """
+    target = safe_target(out_dir, rel)
+    try:
+        if target.read_bytes() == data:
+            return False
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        pass
+    try:
+        write_atomic(target, data)
+    except OSError as exc:
+        raise OutputError(rel, f"cannot be written: {exc.strerror}") from exc
+    return True
+
+
 class OutputWriter:
     """Writes the outputs of one build as they are produced (so a big build need not hold every
     file in memory), then `finish()` removes what the last build wrote and this one did not, and
@@ -67,19 +86,12 @@ class OutputWriter:
         self._listed: set[str] = set()
 
     def write(self, rel: str, data: bytes) -> None:
-        target = safe_target(self.out_dir, rel)
+        self.record(rel, write_changed(self.out_dir, rel, data))
+
+    def record(self, rel: str, written: bool) -> None:
+        """An output of this build that someone else (a worker) wrote or found unchanged."""
         self._listed.add(rel)
-        try:
-            if target.read_bytes() == data:
-                self.report.unchanged.append(rel)
-                return
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            pass
-        try:
-            write_atomic(target, data)
-        except OSError as exc:
-            raise OutputError(rel, f"cannot be written: {exc.strerror}") from exc
-        self.report.written.append(rel)
+        (self.report.written if written else self.report.unchanged).append(rel)
 
     def keep(self, rel: str) -> None:
         """An output of this build that the caller knows is already on disk with the right

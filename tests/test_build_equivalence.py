@@ -28,6 +28,7 @@ from newsletter.builder import BuildResult, build
 from newsletter.collector import content_settings, is_published, newest_first, scan
 from newsletter.config import Config, load_config
 from newsletter.content import _StrictLoader, decode, fast_front_matter, split_front_matter
+from newsletter.errors import OutputError
 
 FUTURE = NOW + timedelta(days=3)
 
@@ -141,7 +142,7 @@ def test_every_change_gives_the_bytes_of_a_plain_build(
 ) -> None:
     cold = site.check()
     assert cold.catalog.parsed == len(cold.catalog.articles) + len(cold.catalog.problems)
-    assert parallel == ["_load_chunk", "_render_chunk", "_render_jobs"]
+    assert parallel == ["_load_chunk", "_render_chunk", "_write_jobs"]
 
     again = site.check()  # nothing changed: nothing parsed, nothing rendered
     assert again.catalog.parsed == 0 and not again.rendered and not again.report.written
@@ -269,6 +270,19 @@ def test_outputs_changed_behind_its_back_are_rewritten(site: Site, trusted: None
     shutil.rmtree(site.out / "labels")
     result = site.check()
     assert {"index.xml", "tags/chips/feed.json"} <= set(result.report.written)
+
+
+def test_a_feed_a_worker_cannot_write_fails_the_build_naming_it(
+    site: Site, parallel: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    (site.out / "tags" / "chips" / "index.xml").mkdir(parents=True)  # a folder in the way
+    with pytest.raises(OutputError) as caught:
+        build(site.config, NOW, workers=2)
+    # Raised in a worker and arrived here whole (an error that cannot be unpickled breaks the
+    # pool instead, and the feeds are rendered again in this process).
+    assert "_write_jobs" in parallel and "worker processes failed" not in caplog.text
+    assert caught.value.path == "tags/chips/index.xml"
+    assert "cannot be written" in caught.value.message
 
 
 def test_a_build_elsewhere_keeps_its_own_state(site: Site, trusted: None) -> None:
