@@ -50,6 +50,20 @@ def inherited() -> object:
     return _inherited
 
 
+def _chunks(jobs: Sequence[J], workers: int, least: int) -> list[list[J]]:
+    """Chunks that shrink as the jobs run out (guided scheduling): each is a quarter of a fair
+    share of what is left, at least `least` jobs. Large ones first, so a worker rarely waits
+    for the parent to hand it the next; small ones last, so the workers finish together (equal
+    chunks of 625 files left one worker idle for 35 ms at the end of a 10k parse)."""
+    chunks: list[list[J]] = []
+    start = 0
+    while start < len(jobs):
+        size = max(least, (len(jobs) - start) // (workers * 4))
+        chunks.append(list(jobs[start : start + size]))
+        start += size
+    return chunks
+
+
 class Workers:
     """Worker processes for one build, started on first use (only when a batch is large enough).
 
@@ -94,14 +108,13 @@ class Workers:
         inherit: object = None,
     ) -> Iterator[R]:
         """fn over chunks of jobs in the workers; results flattened, in job order. Chunks hold
-        at least `chunk` jobs, more when there are many (about 8 chunks per worker). Every
-        chunk is submitted before this returns, so the caller can do other work meanwhile.
+        at least `chunk` jobs (see `_chunks`). Every chunk is submitted before this returns,
+        so the caller can do other work meanwhile.
 
         With `inherit`, fresh workers are forked now and see it through `inherited()` (only
         where `can_inherit`)."""
         global _inherited
-        size = max(chunk, -(-len(jobs) // (self.count * 8)))
-        chunks = [list(jobs[i : i + size]) for i in range(0, len(jobs), size)]
+        chunks = _chunks(jobs, self.count, chunk)
         if inherit is not None:
             self.close()
         if self._pool is None:

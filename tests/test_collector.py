@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 import newsletter
 from newsletter import collector
 from newsletter import index as index_module
+from newsletter import workers as collector_workers
 from newsletter.collector import Catalog, is_published, newest_first, scan, select
 from newsletter.content import ContentSettings, render_body
 from newsletter.errors import ConfigError
@@ -568,6 +569,17 @@ def test_worker_jobs_start_before_their_results_are_asked_for(tmp_path: Path) ->
             time.sleep(0.01)
         assert all(os.path.exists(m) for m in marks)
         assert list(results) == marks
+
+
+@pytest.mark.parametrize(("jobs", "least"), [(10_000, 100), (1675, 50), (65, 4), (3, 5), (0, 1)])
+def test_chunks_cover_the_jobs_in_order_and_shrink_to_the_least(jobs: int, least: int) -> None:
+    chunks = collector_workers._chunks(list(range(jobs)), 2, least)
+    assert [job for chunk in chunks for job in chunk] == list(range(jobs))
+    sizes = [len(c) for c in chunks]
+    assert sizes == sorted(sizes, reverse=True)  # large first, small last
+    assert all(size >= least for size in sizes[:-1])
+    if jobs >= 32 * least:  # the first is a quarter of a fair share of them all
+        assert sizes[0] >= 4 * least and sizes[-2] == least
 
 
 def test_no_worker_processes_are_forked_from_a_threaded_process() -> None:
