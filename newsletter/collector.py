@@ -260,6 +260,47 @@ def _opened_ahead(paths: Iterable[str], window: int | None = None) -> Generator[
                 os.close(fd)
 
 
+def _cached(paths: Sequence[str], probes: int = 8) -> bool:
+    """Whether these files look like they are in the page cache: the first byte of a few of
+    them, spread out, can be read without waiting (RWF_NOWAIT). True where that cannot be told."""
+    nowait = getattr(os, "RWF_NOWAIT", None)
+    if nowait is None or not paths:
+        return True
+    step = max(1, len(paths) // probes)
+    for path in paths[::step]:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            os.preadv(fd, [bytearray(1)], 0, nowait)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # the file system cannot say
+        finally:
+            os.close(fd)
+    return True
+
+
+def _read_ahead(paths: Iterable[str]) -> None:
+    """Ask the kernel to read these files into the page cache (without waiting for them)."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        return
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            continue  # reported when it is read
+        try:
+            advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass  # advice only
+        finally:
+            os.close(fd)
+
+
 def _open_files_limit() -> int:
     try:
         import resource
@@ -535,7 +576,13 @@ class Catalog:
 
         if workers is not None and workers.usable and len(jobs) >= PARALLEL_MIN_FILES:
             try:
-                for loaded in workers.map(functools.partial(_load_chunk, self.settings), jobs, _CHUNK):
+                loading = workers.map(functools.partial(_load_chunk, self.settings), jobs, _CHUNK)
+                paths = [full for _, full, _ in jobs]
+                if not _cached(paths):
+                    # While the workers parse, keep the disk busy with every file in their order:
+                    # their own look-ahead starts afresh with each chunk (issue 7).
+                    _read_ahead(paths)
+                for loaded in loading:
                     take(*loaded)
             except (BrokenProcessPool, OSError) as exc:
                 workers.failed(exc)

@@ -501,6 +501,23 @@ def test_opening_ahead_stays_within_a_low_open_files_limit(tmp_path: Path) -> No
     assert done.stdout.split() == ["300", "0"]  # all read, none "Too many open files"
 
 
+def test_files_out_of_the_page_cache_are_seen_and_read_ahead(tmp_path: Path) -> None:
+    paths = [str(write(tmp_path, f"{n}.md", article_text(f"A{n}"))) for n in range(5)]
+    assert collector._cached(paths) and collector._cached([]) and collector._cached([str(tmp_path / "gone.md")])
+    fd = os.open(paths[2], os.O_RDONLY)
+    try:
+        os.fsync(fd)  # clean pages, which the kernel will drop when told
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    assert not collector._cached(paths, probes=5)
+    collector._read_ahead(paths)
+    deadline = time.monotonic() + 10
+    while not collector._cached(paths, probes=5) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert collector._cached(paths, probes=5)
+
+
 def test_a_fifo_among_the_articles_is_a_problem_not_a_hang(content: Path, tmp_path: Path) -> None:
     os.mkfifo(content / "2026" / "pipe.md")
     catalog = scan(content, SITE)
