@@ -595,8 +595,9 @@ def test_chunks_cover_the_jobs_in_order_and_shrink_to_the_least(jobs: int, least
     sizes = [len(c) for c in chunks]
     assert sizes == sorted(sizes, reverse=True)  # large first, small last
     assert all(size >= least for size in sizes[:-1])
-    if jobs >= 32 * least:  # the first is a quarter of a fair share of them all
-        assert sizes[0] >= 4 * least and sizes[-2] == least
+    assert all(size <= max(least, jobs // 16) for size in sizes)  # an eighth of a fair share
+    if jobs >= 32 * least:
+        assert sizes[0] >= 2 * least and sizes[-2] == least
 
 
 def test_no_worker_processes_are_forked_from_a_threaded_process() -> None:
