@@ -223,10 +223,11 @@ _Loaded = tuple[bytes, _Fields | None, bytes | None]
 def _opened_ahead(paths: Iterable[str], window: int | None = None) -> Generator[int | OSError, None, None]:
     """Each file opened (or why not), with the kernel asked to start reading it `window` files
     before it is wanted: when files are not in the page cache (a fresh machine, a cold build)
-    the disk gets many reads at once instead of one at a time per worker, which halves a
+    the disk gets many reads at once instead of one at a time per worker, which halved a
     10k-article parse after a page-cache drop (issue 7); for cached files the advice costs a
     system call. The consumer reads (and so closes) each with `_read_file` before taking the
-    next; closing the generator closes the ones it opened ahead.
+    next; closing the generator closes the ones it opened ahead. (When the whole corpus is out
+    of the cache the parent also reads every file ahead: see `_cached`.)
 
     The default window is 512 files (64 gave a third less of the gain), at most a quarter of
     the open-files limit, and 0 where there is no posix_fadvise (macOS)."""
@@ -285,19 +286,8 @@ def _cached(paths: Sequence[str], probes: int = 8) -> bool:
 
 def _read_ahead(paths: Iterable[str]) -> None:
     """Ask the kernel to read these files into the page cache (without waiting for them)."""
-    advise = getattr(os, "posix_fadvise", None)
-    if advise is None:
-        return
-    for path in paths:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        except OSError:
-            continue  # reported when it is read
-        try:
-            advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        except OSError:
-            pass  # advice only
-        finally:
+    for fd in _opened_ahead(paths, window=0):
+        if isinstance(fd, int):
             os.close(fd)
 
 
