@@ -14,7 +14,9 @@ bench/corpora/) and each of `--runs` rounds, in this order:
   site feed and in its label and tag feeds), then the file is restored (not timed);
 - Hugo, cold and second run, with ../shared/peers/hugo (the same feeds: site-wide, per label,
   per tag, 50 items, full content, RSS only; both tools write the same 65 files).
-  Skipped when `hugo` is not installed.
+  Skipped when `hugo` is not installed;
+- memory: our cold and one-change builds and Hugo's cold build once more each, with memory
+  sampled (the timed runs are not: sampling slowed Hugo by 13% and us by 5%).
 
 Each figure is the median and [range] over the rounds. Wall time is measured around the
 process; peak memory is the highest sum of PSS over the process and its children (workers
@@ -112,8 +114,11 @@ def _tree_pss_kb(root: int) -> int:
     return total
 
 
-def measure(command: Sequence[str], cwd: Path | None = None) -> Sample:
-    """Run a command to completion; wall time, CPU time and peak memory of its process tree."""
+def measure(command: Sequence[str], cwd: Path | None = None, memory: bool = False) -> Sample:
+    """Run a command to completion; wall time, CPU time and, with `memory`, peak memory of its
+    process tree (else 0). Sampling memory costs CPU on the cores the command runs on (reading
+    smaps_rollup walks its page tables): it made our 10k cold build 5% and Hugo's 13% slower,
+    so timed runs are not sampled and memory comes from runs of their own."""
     with tempfile.TemporaryFile() as errors:
         start = time.perf_counter()
         proc = subprocess.Popen(list(command), cwd=cwd, stdout=subprocess.DEVNULL, stderr=errors)
@@ -126,11 +131,13 @@ def measure(command: Sequence[str], cwd: Path | None = None) -> Sample:
                 peak = max(peak, _tree_pss_kb(proc.pid))
 
         sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
+        if memory:
+            sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
         done.set()
-        sampler.join()
+        if memory:
+            sampler.join()
         if os.waitstatus_to_exitcode(status) != 0:
             errors.seek(0)
             raise SystemExit(f"{command[0]} failed:\n{errors.read().decode(errors='replace')}")
@@ -212,12 +219,23 @@ def newsletter_round(
     m.add(size, "newsletter", "nochange", measure(command, cwd=project))
     victim = newest_article(content)
     original = victim.read_bytes()
+    edited = original.replace(b"\nBron:", b"\n\nEen extra alinea.\n\nBron:", 1)
     try:
-        victim.write_bytes(original.replace(b"\nBron:", b"\n\nEen extra alinea.\n\nBron:", 1))
+        victim.write_bytes(edited)
         m.add(size, "newsletter", "onechange", measure(command, cwd=project))
     finally:
         victim.write_bytes(original)
     measure(command, cwd=project)  # back to the original state
+    # Memory, in runs of its own (see measure): a cold build, then one change again.
+    _fresh(work / "public", work / "cache")
+    m.add(size, "newsletter", "coldmem", measure(command, cwd=project, memory=True))
+    time.sleep(SETTLE)  # the edit must be seen as a change, not as racy
+    try:
+        victim.write_bytes(edited)
+        m.add(size, "newsletter", "onechangemem", measure(command, cwd=project, memory=True))
+    finally:
+        victim.write_bytes(original)
+    measure(command, cwd=project)
     time.sleep(SETTLE)  # so the restored file is not in the racy window of the next round
 
 
@@ -243,6 +261,8 @@ def hugo_round(size: int, content: Path, work: Path, m: Measurements, drop: bool
     _fresh(work / "hugo-out", work / "hugo-cache")
     m.add(size, "hugo", "cold", measure(command))
     m.add(size, "hugo", "second", measure(command))
+    _fresh(work / "hugo-out", work / "hugo-cache")
+    m.add(size, "hugo", "coldmem", measure(command, memory=True))
 
 
 def collect(
@@ -335,8 +355,8 @@ def cold_cpu(m: Measurements) -> list[Row]:
 def peak_memory(m: Measurements) -> list[Row]:
     rows = []
     for size in _sizes(m):
-        for phase, label in (("cold", "cold build"), ("onechange", "one change")):
-            ours, hugo = m.get(size, "newsletter", phase), m.get(size, "hugo", "cold")
+        for phase, label in (("coldmem", "cold build"), ("onechangemem", "one change")):
+            ours, hugo = m.get(size, "newsletter", phase), m.get(size, "hugo", "coldmem")
             rows.append((f"{size:,}", f"peak memory, {label}", _megabytes(ours),
                          _megabytes(hugo), _ratio(ours, hugo, lambda s: s.memory_mb)))
     return rows

@@ -15,7 +15,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlparse, urlsplit, urlunparse
 from zoneinfo import ZoneInfo
 
 import nh3
@@ -206,6 +206,7 @@ _INLINE_MARKUP = re.compile(r"[*_`&<\[\\]")
 # A line that may be a top-level `## ` heading (ATX, up to 3 spaces in).
 _H2_LINE = re.compile(r" {0,3}##(?:[ \t]|$)")
 _SLUG_SAFE = re.compile(r"^[^/\\\x00-\x1f]+$")
+_SLASHES = re.compile(r"/{2,}")
 
 
 def decode(raw: bytes, path: str) -> str:
@@ -448,13 +449,29 @@ def _cover(value: Any, base_url: str, path: str) -> Cover | None:
     if not image:
         raise ArticleError(path, "cover.image", "is required when cover is given")
     try:
-        url = urljoin(base_url + "/", image)
-        scheme = urlsplit(url).scheme
+        url, scheme = cover_url(base_url, image)
     except ValueError as exc:  # e.g. "https://[oops/x.jpg": Invalid IPv6 URL
         raise ArticleError(path, "cover.image", f"is not a valid URL ({exc})", image) from None
     if scheme not in ("http", "https"):
         raise ArticleError(path, "cover.image", "must be an http(s) URL or a site path", image)
     return Cover(image=url, alt=_text(value, "alt", path), caption=_text(value, "caption", path))
+
+
+def cover_url(base_url: str, image: str) -> tuple[str, str]:
+    """(`urljoin(base_url + "/", image)`, its scheme), by urljoin's own steps but with one parse
+    instead of four for the usual absolute http(s) image (a cover cost 9 µs; a property test
+    compares the two).
+
+    Raises:
+        ValueError: urllib cannot parse the URL.
+    """
+    parts = urlparse(image)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        # urljoin keeps a URL of another scheme as given and re-assembles one of the base's.
+        url = urlunparse(parts) if base_url.startswith(parts.scheme + ":") else image
+        return url, parts.scheme
+    url = urljoin(base_url + "/", image)
+    return url, urlsplit(url).scheme
 
 
 def _dir_and_stem(path: str) -> tuple[str, str]:
@@ -490,9 +507,12 @@ def _permalink(
             month=f"{local.month:02d}",
             day=f"{local.day:02d}",
         )
-        target = re.sub(r"/{2,}", "/", target)
-    segments = target.split("/")
-    if any(_is_dot_segment(seg) or "\\" in seg or "\x00" in seg for seg in segments):
+        if "//" in target:
+            target = _SLASHES.sub("/", target)
+    # Only a '.', '%', backslash or NUL can make a bad segment (the usual permalink has none).
+    if ("." in target or "%" in target or "\\" in target or "\x00" in target) and any(
+        _is_dot_segment(seg) or "\\" in seg or "\x00" in seg for seg in target.split("/")
+    ):
         raise ArticleError(path, "url", "must not contain . or .. segments or backslashes", target)
     return settings.base_url + quote(target, safe="/-_.~%!$&'()*+,;=:@")
 

@@ -13,12 +13,14 @@ from datetime import UTC, datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from newsletter import content as content_module
 from newsletter.content import (
     ContentSettings,
     ParsedArticle,
@@ -604,6 +606,33 @@ def test_cover_image_becomes_absolute(image: str, expected: str) -> None:
     assert a.cover is not None
     assert a.cover.image == expected
     assert a.cover.alt == "A"
+
+
+@settings(max_examples=1000, deadline=None, database=None)
+@given(
+    base=st.sampled_from(["https://example.nl", "http://example.nl", "https://example.nl/sub"]),
+    image=st.one_of(
+        st.text(st.sampled_from("htps:/[]@%?#;=.ABab01 \\\t"), max_size=30),
+        st.builds(
+            "".join,
+            st.tuples(
+                st.sampled_from(["http://", "https://", "HTTPS://", "//", "/", "ftp://", ""]),
+                st.text(st.sampled_from("ab.[]:@%?#;=/ 01\\"), max_size=25),
+            ),
+        ),
+    ),
+)
+def test_cover_url_is_what_urljoin_gives(base: str, image: str) -> None:
+    try:
+        joined = urljoin(base + "/", image)
+        expected: tuple[str, str] | type[ValueError] = (joined, urlsplit(joined).scheme)
+    except ValueError:
+        expected = ValueError
+    try:
+        got: tuple[str, str] | type[ValueError] = content_module.cover_url(base, image)
+    except ValueError:
+        got = ValueError
+    assert got == expected
 
 
 def test_cover_as_plain_string() -> None:
