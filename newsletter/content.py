@@ -526,10 +526,11 @@ def _is_dot_segment(segment: str) -> bool:
 def _split_source(body: str) -> tuple[str, str]:
     """Take the closing `Bron: X` line off the body; it often sits right under the last paragraph,
     where Markdown would otherwise merge it into that paragraph."""
-    lines = body.rstrip().split("\n")
-    if lines and (match := _SOURCE_LINE.match(lines[-1])):
-        return "\n".join(lines[:-1]).rstrip(), match.group(1)
-    return body.rstrip(), ""
+    body = body.rstrip()
+    cut = body.rfind("\n")  # the last line, found without splitting the whole body
+    if match := _SOURCE_LINE.match(body[cut + 1 :]):
+        return body[:cut].rstrip() if cut >= 0 else "", match.group(1)
+    return body, ""
 
 
 def derive_summary(body: str, limit: int = 240) -> str:

@@ -635,6 +635,17 @@ def test_cover_url_is_what_urljoin_gives(base: str, image: str) -> None:
     assert got == expected
 
 
+@settings(max_examples=2000, deadline=None, database=None)
+@given(st.text(st.sampled_from("ab \n\t\r*_:BronSource\u2028\x0b\x0c\x1c"), max_size=40))
+def test_source_line_split_equals_splitting_every_line(body: str) -> None:
+    # The reference: split into lines and look at the last (what _split_source did before it
+    # learned to look at the last line alone).
+    lines = body.rstrip().split("\n")
+    match = content_module._SOURCE_LINE.match(lines[-1])
+    expected = ("\n".join(lines[:-1]).rstrip(), match.group(1)) if match else (body.rstrip(), "")
+    assert content_module._split_source(body) == expected
+
+
 def test_cover_as_plain_string() -> None:
     a = parse(minimal('cover: "/img/a.webp"')).article
     assert a.cover is not None and a.cover.image == "https://example.nl/img/a.webp"
