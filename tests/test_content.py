@@ -857,7 +857,9 @@ def test_many_heading_lines_in_code_cost_a_few_renders_not_one_each(
     assert renders <= 4
 
 
-def test_a_body_without_raw_html_or_fences_is_rendered_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_body_without_raw_html_or_fences_is_rendered_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from newsletter import content
 
     renders: list[str] = []
@@ -868,7 +870,9 @@ def test_a_body_without_raw_html_or_fences_is_rendered_once(monkeypatch: pytest.
         return real(markdown)
 
     monkeypatch.setattr(content, "markdown_html", counting)
-    body = "Intro with [a link](https://x.nl).\n\n## Een\n\n- item\n\n## Twee\npara\n## Drie\n\n> q\n"
+    body = (
+        "Intro with [a link](https://x.nl).\n\n## Een\n\n- item\n\n## Twee\npara\n## Drie\n\n> q\n"
+    )
     rendered = render_body(body, URL)
     assert [s.heading for s in rendered.sections] == ["Een", "Twee", "Drie"]
     assert len(renders) == 1
