@@ -653,10 +653,7 @@ class Catalog:
         in the worker processes when there are many (a cold build renders a few thousand) while
         this process loads the articles."""
         entries = list(entries)
-        if self._index is not None and not self._index.holds(b"b"):  # a new index: look no further
-            missing = [e for e in entries if e[PATH] not in self._bodies]
-        else:
-            missing = [e for e in entries if not self._body_in_index(e)]
+        missing = [e for e in entries if not self._body_in_index(e)]
         if workers is None or not workers.usable or len(missing) < PARALLEL_MIN_BODIES:
             for entry in entries:
                 self.article(entry)

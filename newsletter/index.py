@@ -121,6 +121,9 @@ class _Index:
         self.generation = b""
         self.base_digest = b""  # checksum of the lean file as loaded or last written
         self.pending: dict[str, Entry | None] = {}  # the changes in the delta file
+        # The kinds of record in a database this scan created: only those are looked up (a cold
+        # build asks for thousands of bodies that cannot be there). None: created before, unknown.
+        self._written: set[bytes] | None = None
 
     # opening
     def open(self) -> dict[str, Entry]:
@@ -149,6 +152,7 @@ class _Index:
                     self._remove_db()
                     continue
                 self.generation = os.urandom(16)
+                self._written = set()
                 db.execute("BEGIN IMMEDIATE")
                 db.execute("INSERT INTO meta VALUES ('key', ?), ('generation', ?)", (self.key, self.generation))
                 db.execute("COMMIT")
@@ -290,8 +294,9 @@ class _Index:
         return True
 
     def get(self, kind: bytes, key: bytes) -> bytes | None:
-        """The verified payload of one record, or None (missing, damaged or no database)."""
-        if self.db is None:
+        """The verified payload of one record, or None (missing, damaged, of a kind this scan's
+        new database never got, or no database)."""
+        if self.db is None or (self._written is not None and kind not in self._written):
             return None
         row_key = kind + key
         try:
@@ -300,19 +305,6 @@ class _Index:
             self._failed(exc)
             return None
         return self._verified(row_key, row[0]) if row is not None else None
-
-    def holds(self, kind: bytes) -> bool:
-        """Whether there is any record of this kind (damaged or not)."""
-        if self.db is None:
-            return False
-        try:
-            return self.db.execute(
-                "SELECT 1 FROM records WHERE key >= ? AND key < ? LIMIT 1",
-                (kind, bytes([kind[0] + 1])),
-            ).fetchone() is not None
-        except sqlite3.DatabaseError as exc:
-            self._failed(exc)
-            return False
 
     def scan_records(self, kind: bytes) -> Iterator[tuple[bytes, bytes]]:
         """(key, verified payload) of every record of one kind; damaged ones are left out."""
@@ -343,6 +335,8 @@ class _Index:
 
     def put_rows(self, kind: bytes, rows: Iterable[tuple[bytes, bytes]]) -> None:
         """Store rows made by `_row`."""
+        if self._written is not None:
+            self._written.add(kind)
         self._write(
             "INSERT OR REPLACE INTO records VALUES (?, ?)", ((kind + key, row) for key, row in rows)
         )

@@ -531,6 +531,23 @@ def test_a_large_file_is_read_whole(tmp_path: Path) -> None:
     assert collector._read_file(str(path)) == b"x" * 200_000
 
 
+def test_a_new_index_is_only_asked_for_the_kinds_of_record_it_got(content: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index.bin"
+    fresh = scan(content, SITE, index)
+    assert fresh._index is not None and fresh._index.db is not None
+    queries: list[str] = []
+    fresh._index.db.set_trace_callback(queries.append)
+    key = fresh.entries[0][index_module.KEY]
+    assert fresh._index.get(b"b", key) is None and queries == []  # no body was ever stored
+    assert fresh._index.get(b"a", key) is not None and len(queries) == 1  # records were
+    fresh.save_index()
+    again = scan(content, SITE, index)  # an existing database: nothing is known, all is asked
+    assert again._index is not None and again._index.db is not None
+    queries.clear()
+    again._index.db.set_trace_callback(queries.append)
+    assert again._index.get(b"b", key) is None and len(queries) == 1
+
+
 def test_few_changes_go_to_the_delta_file(content: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     index = tmp_path / "index.bin"
     delta = tmp_path / "index.bin.delta"
