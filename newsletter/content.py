@@ -623,8 +623,8 @@ def _split_sections(body: str) -> list[str]:
         return [markdown_html(body)]
     if _plainly_headings(body, lines, candidates):
         # One render, not two (most bodies; the property test compares with the whole render).
-        cut_up = markdown_html(_marked(lines, dict.fromkeys(candidates, _CUT))).split(_CUT + "\n")
-        if len(cut_up) == len(candidates) + 1 and all(p.startswith("<h2>") for p in cut_up[1:]):
+        cut_up = _cut_at(lines, candidates, _CUT, None)
+        if cut_up is not None:
             return cut_up
     whole = markdown_html(body)
     cut = _CUT
@@ -662,11 +662,12 @@ def _plainly_headings(body: str, lines: list[str], candidates: list[int]) -> boo
     return all(lines[n].startswith("##") for n in candidates)
 
 
-def _cut_at(lines: list[str], numbers: list[int], cut: str, whole: str) -> list[str] | None:
+def _cut_at(lines: list[str], numbers: list[int], cut: str, whole: str | None) -> list[str] | None:
     """The HTML split before the headings on these lines, or None unless each of them is a
-    top-level heading: the cuts must change nothing else and each part must open with it."""
+    top-level heading: the cuts must change nothing else (checked against `whole`, the render
+    without cuts, unless None) and each part must open with it."""
     parts = markdown_html(_marked(lines, dict.fromkeys(numbers, cut))).split(cut + "\n")
-    if len(parts) != len(numbers) + 1 or "".join(parts) != whole:
+    if len(parts) != len(numbers) + 1 or (whole is not None and "".join(parts) != whole):
         return None
     if not all(part.startswith("<h2>") for part in parts[1:]):
         return None
