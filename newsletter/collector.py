@@ -621,7 +621,7 @@ class Catalog:
     # bodies
     def markdown(self, article: Article) -> str:
         """The Markdown body (without the source line), read back from the file."""
-        return read_body((self.root / article.path).read_bytes(), article.path)[0]
+        return read_body(_read_file(str(self.root / article.path)), article.path)[0]
 
     def _entry_of(self, article: Article) -> Entry | None:
         """The entry whose record is this very article (an edited copy has none)."""
@@ -640,7 +640,7 @@ class Catalog:
         entry = self._entry_of(article)
         if entry is not None and self._body_in_index(entry):
             return self._bodies[article.path]
-        raw = (self.root / article.path).read_bytes()
+        raw = _read_file(str(self.root / article.path))
         body = render_body(read_body(raw, article.path)[0], article.url, article.source)
         # Cached only if the file still holds the bytes the entry was made from.
         if entry is not None and self._index is not None and _content_key(entry[PATH], raw) == entry[KEY]:
