@@ -68,11 +68,11 @@ _TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _IMG_TAG = re.compile(r'<img\b(?:[^>"]|"[^"]*")*>', re.I)  # nh3 double-quotes every attribute
 
 
-
 def language_of(site_language: str) -> str:
     """The language of the built-in texts for a site language tag: "en" for en, en-GB, ...;
     otherwise "nl"."""
     return "en" if site_language.lower().startswith("en") else "nl"
+
 
 @dataclass(frozen=True)
 class DigestSettings:
@@ -177,10 +177,10 @@ _STRINGS: dict[str, dict[str, str]] = {
 }
 
 
-
 def default_name_for(site_language: str) -> str:
     """Whom a digest greets when the subscriber gave no name ("lezer", "reader")."""
     return _STRINGS[language_of(site_language)]["default_name"]
+
 
 def render_digest(
     audience: AudienceSpec,
