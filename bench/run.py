@@ -220,22 +220,21 @@ def newsletter_round(
     victim = newest_article(content)
     original = victim.read_bytes()
     edited = original.replace(b"\nBron:", b"\n\nEen extra alinea.\n\nBron:", 1)
-    try:
-        victim.write_bytes(edited)
-        m.add(size, "newsletter", "onechange", measure(command, cwd=project))
-    finally:
-        victim.write_bytes(original)
-    measure(command, cwd=project)  # back to the original state
+
+    def one_change(phase: str, memory: bool) -> None:
+        try:
+            victim.write_bytes(edited)
+            m.add(size, "newsletter", phase, measure(command, cwd=project, memory=memory))
+        finally:
+            victim.write_bytes(original)
+        measure(command, cwd=project)  # back to the original state (not timed)
+
+    one_change("onechange", memory=False)
     # Memory, in runs of its own (see measure): a cold build, then one change again.
     _fresh(work / "public", work / "cache")
     m.add(size, "newsletter", "coldmem", measure(command, cwd=project, memory=True))
     time.sleep(SETTLE)  # the edit must be seen as a change, not as racy
-    try:
-        victim.write_bytes(edited)
-        m.add(size, "newsletter", "onechangemem", measure(command, cwd=project, memory=True))
-    finally:
-        victim.write_bytes(original)
-    measure(command, cwd=project)
+    one_change("onechangemem", memory=True)
     time.sleep(SETTLE)  # so the restored file is not in the racy window of the next round
 
 
