@@ -201,13 +201,18 @@ def _load_one(
         return key, exc
 
 
+def _open(path: str) -> int:
+    """A file opened for reading; O_NONBLOCK, so that a FIFO named *.md reads as empty instead
+    of waiting for a writer forever."""
+    return os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+
+
 def _read_file(file: str | int | OSError) -> bytes:
     """The bytes of a file, given its path or an open descriptor (closed here). os.read of the
     fstat size (+1, to see growth) costs half of open().read() on a 4 KB file."""
     if isinstance(file, OSError):
         raise file
-    # O_NONBLOCK: a FIFO named *.md reads as empty instead of waiting for a writer forever.
-    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK) if isinstance(file, str) else file
+    fd = _open(file) if isinstance(file, str) else file
     try:
         parts = [os.read(fd, os.fstat(fd).st_size + 1)]
         while parts[-1]:
@@ -237,7 +242,7 @@ def _opened_ahead(paths: Iterable[str], window: int | None = None) -> Generator[
 
     def open_advised(path: str) -> int | OSError:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            fd = _open(path)
         except OSError as exc:
             return exc
         if advise is not None:
@@ -270,7 +275,7 @@ def _cached(paths: Sequence[str], probes: int = 8) -> bool:
     step = max(1, len(paths) // probes)
     for path in paths[::step]:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            fd = _open(path)
         except OSError:
             continue
         try:
