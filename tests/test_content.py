@@ -836,48 +836,35 @@ def test_only_top_level_headings_are_sections(between: str, also: list[str]) -> 
     assert rendered.html == sanitize(markdown_html(body), URL)
 
 
-def test_many_heading_lines_in_code_cost_a_few_renders_not_one_each(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The Markdown of every render (`markdown_html` call) the test makes through the module."""
+    calls: list[str] = []
+
+    def counting(markdown: str) -> str:
+        calls.append(markdown)
+        return markdown_html(markdown)
+
+    monkeypatch.setattr(content_module, "markdown_html", counting)
+    return calls
+
+
+def test_many_heading_lines_in_code_cost_a_few_renders_not_one_each(renders: list[str]) -> None:
     # Each '## ' line used to be checked with a render of its own: 2,000 of them in a code
     # block made one article cost 2,000 renders (quadratic in its length).
-    from newsletter import content
-
-    renders = 0
-    real = content.markdown_html
-
-    def counting(markdown: str) -> str:
-        nonlocal renders
-        renders += 1
-        return real(markdown)
-
-    monkeypatch.setattr(content, "markdown_html", counting)
     body = "Intro.\n\n## Een\n\n```\n" + "## in code\n" * 2000 + "```\n\n## Twee\n\nend\n"
     assert [s.heading for s in render_body(body, URL).sections] == ["Een", "Twee"]
-    assert renders <= 4
+    assert len(renders) <= 4
 
 
-def test_a_body_without_raw_html_or_fences_is_rendered_once(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from newsletter import content
-
-    renders: list[str] = []
-    real = content.markdown_html
-
-    def counting(markdown: str) -> str:
-        renders.append(markdown)
-        return real(markdown)
-
-    monkeypatch.setattr(content, "markdown_html", counting)
+def test_a_body_without_raw_html_or_fences_is_rendered_once(renders: list[str]) -> None:
     body = (
         "Intro with [a link](https://x.nl).\n\n## Een\n\n- item\n\n## Twee\npara\n## Drie\n\n> q\n"
     )
     rendered = render_body(body, URL)
     assert [s.heading for s in rendered.sections] == ["Een", "Twee", "Drie"]
     assert len(renders) == 1
-    monkeypatch.setattr(content, "markdown_html", real)
-    assert rendered.html == sanitize(markdown_html(body), URL)
+    assert rendered.html == sanitize(markdown_html(body), URL)  # the test's own, uncounted
 
 
 def test_heading_markup_is_rendered_in_html() -> None:
