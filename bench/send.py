@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import socket
 import statistics
@@ -55,6 +54,9 @@ sys.path.insert(0, str(HERE))
 import pyspy  # noqa: E402 - bench/pyspy.py, beside this file
 
 REPO = HERE.parent
+sys.path.insert(0, str(REPO / "tests"))
+from configtext import without_tables  # noqa: E402 - tests/configtext.py, shared with the tests
+
 AUDIENCE = "beslissers"
 SEND_NOW = "2026-11-30T08:00"
 SECRET = "bench-secret-key-0123456789abcdef0123456789"
@@ -104,20 +106,8 @@ class Sink:
 
 
 # --- the site ------------------------------------------------------------------------------------
-def _without_tables(text: str, names: set[str]) -> str:
-    kept: list[str] = []
-    skipping = False
-    for line in text.splitlines(keepends=True):
-        header = re.match(r"\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$", line)
-        if header:
-            skipping = header.group(1) in names
-        if not skipping:
-            kept.append(line)
-    return "".join(kept)
-
-
 def write_config(site: Path, port: int, connections: int) -> Path:
-    text = _without_tables((REPO / "config.toml").read_text(encoding="utf-8"),
+    text = without_tables((REPO / "config.toml").read_text(encoding="utf-8"),
                            {"delivery", "delivery.smtp", "store"})
     text += f"""
 [delivery]

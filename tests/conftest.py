@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from configtext import without_tables
 
 from newsletter.builder import BuildResult, build
 from newsletter.config import Config, load_config
@@ -33,19 +33,6 @@ def copy_site(dest: Path, content: Path | None = None, extra: str = "") -> Path:
     text = (REPO / "config.toml").read_text(encoding="utf-8") + extra
     (dest / "config.toml").write_text(text, encoding="utf-8")
     return dest / "config.toml"
-
-
-def without_tables(text: str, names: set[str]) -> str:
-    """The TOML text without the tables `names` (header line through to the next header)."""
-    kept: list[str] = []
-    skipping = False
-    for line in text.splitlines(keepends=True):
-        header = re.match(r"\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$", line)
-        if header:
-            skipping = header.group(1) in names
-        if not skipping:
-            kept.append(line)
-    return "".join(kept)
 
 
 def use_smtp(config_path: Path, port: int, *, connections: int = 1, batch_size: int = 50) -> Path:
