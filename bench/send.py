@@ -55,7 +55,7 @@ import pyspy  # noqa: E402 - bench/pyspy.py, beside this file
 
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests"))
-from configtext import without_tables  # noqa: E402 - tests/configtext.py, shared with the tests
+from configtext import smtp_tables, without_tables  # noqa: E402 - tests/configtext.py, shared with the tests
 
 AUDIENCE = "beslissers"
 SEND_NOW = "2026-11-30T08:00"
@@ -109,24 +109,8 @@ class Sink:
 def write_config(site: Path, port: int, connections: int) -> Path:
     text = without_tables((REPO / "config.toml").read_text(encoding="utf-8"),
                            {"delivery", "delivery.smtp", "store"})
-    text += f"""
-[delivery]
-transport = "smtp"
-
-[delivery.smtp]
-host = "127.0.0.1"
-port = {port}
-starttls = false
-ssl = false
-username_env = ""
-password_env = ""
-connections = {connections}
-rate = 0
-timeout = 30
-
-[store]
-url = "sqlite:///newsletter.db"
-"""
+    text += smtp_tables(port, connections, timeout=30)
+    text += '\n[store]\nurl = "sqlite:///newsletter.db"\n'
     path = site / "config.toml"
     path.write_text(text, encoding="utf-8")
     return path

@@ -11,7 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from configtext import without_tables
+from configtext import smtp_tables, without_tables
 
 from newsletter.builder import BuildResult, build
 from newsletter.config import Config, load_config
@@ -38,25 +38,10 @@ def copy_site(dest: Path, content: Path | None = None, extra: str = "") -> Path:
 def use_smtp(config_path: Path, port: int, *, connections: int = 1, batch_size: int = 50) -> Path:
     """Point the site of config_path at an SMTP server on 127.0.0.1:port (quick retries)."""
     text = without_tables(config_path.read_text(encoding="utf-8"), {"delivery", "delivery.smtp"})
-    text += f"""
-[delivery]
-transport = "smtp"
-batch_size = {batch_size}
-max_attempts = 3
-retry_backoff = 0.05
-pause_after_failures = 10
-
-[delivery.smtp]
-host = "127.0.0.1"
-port = {port}
-starttls = false
-ssl = false
-username_env = ""
-password_env = ""
-connections = {connections}
-rate = 0
-timeout = 10
-"""
+    quick_retries = (
+        f"batch_size = {batch_size}\nmax_attempts = 3\nretry_backoff = 0.05\npause_after_failures = 10\n"
+    )
+    text += smtp_tables(port, connections, timeout=10, delivery=quick_retries)
     tomllib.loads(text)
     config_path.write_text(text, encoding="utf-8")
     return config_path
