@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
 from typing import Any, Generic, TypeVar
-from xml.sax.saxutils import quoteattr
 
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
@@ -217,6 +216,23 @@ def render_feed(spec: FeedSpec[Article], fmt: str, settings: FeedSettings, rende
 def _newest(spec: FeedSpec[Article]) -> datetime:
     # The feed changes when its content changes, not when it is built (RSS-07, FG-03).
     return max(a.updated for a in spec.articles)
+
+
+_ATTR_ESCAPES = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
+)
+
+
+def quoteattr(value: str) -> str:
+    """`xml.sax.saxutils.quoteattr`, the same bytes: that module imports urllib.request, and
+    with it http.client, email and ssl, ~20 ms of every build's start-up (more after a
+    page-cache drop) for one function."""
+    value = value.translate(_ATTR_ESCAPES)
+    if '"' not in value:
+        return f'"{value}"'
+    if "'" not in value:
+        return f"'{value}'"
+    return '"{}"'.format(value.replace('"', "&quot;"))
 
 
 def _content_html(article: Article, body: RenderedBody) -> str:

@@ -384,3 +384,26 @@ def test_fingerprint_changes_with_any_item_version_or_place() -> None:
     assert base != feed_fingerprint(spec, "rss", [b"a" * 16])
     assert base != feed_fingerprint(spec, "atom", [b"a" * 16, b"b" * 16])
     assert base != feed_fingerprint(FeedSpec("tag", "Ai", "T – Ai", "tags/ai", ()), "rss", [b"a" * 16, b"b" * 16])
+
+
+@given(st.text(alphabet=st.sampled_from("ab &<>\"'\n\r\t\u00e9;#")) | st.text())
+def test_quoteattr_gives_the_bytes_of_the_standard_library_one(value: str) -> None:
+    from xml.sax.saxutils import quoteattr as standard
+
+    from newsletter.feeds import quoteattr
+
+    assert quoteattr(value) == standard(value)
+
+
+def test_building_imports_no_http_email_or_ssl_modules() -> None:
+    """xml.sax.saxutils pulled in urllib.request, http.client, email and ssl: ~20 ms of start-up."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, newsletter.builder\n"
+        "print(sorted(m for m in ('xml.sax.saxutils', 'urllib.request', 'http.client',"
+        " 'email.parser', 'ssl') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
