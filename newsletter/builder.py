@@ -45,6 +45,7 @@ from .config import Config
 from .content import ContentSettings
 from .errors import FeedError
 from .feeds import (
+    FeedItems,
     FeedSettings,
     FeedSpec,
     build_feed_files,
@@ -243,24 +244,30 @@ def _write_stale(
     done = 0
     if len(jobs) >= PARALLEL_MIN_FEEDS and workers.can_inherit:
         bodies = {a.path: catalog.rendered(a) for spec in specs for a in spec.articles}
-        shared = (specs, bodies, feeds, writer.out_dir)
+        # Each worker fills its own copy of the (empty) FeedItems.
+        shared = (specs, bodies, feeds, writer.out_dir, FeedItems())
         try:
             for rel, written in workers.map(_write_jobs, jobs, 4, inherit=shared):
                 writer.record(rel, written)
                 done += 1
         except (BrokenProcessPool, OSError) as exc:
             workers.failed(exc)
+    items = FeedItems()
     for n, fmt, rel in jobs[done:]:
-        writer.write(rel, render_feed(specs[n], fmt, feeds, catalog.rendered))
+        writer.write(rel, render_feed(specs[n], fmt, feeds, catalog.rendered, items))
 
 
 def _write_jobs(jobs: list[tuple[int, str, str]]) -> list[tuple[str, bool]]:
     """Worker side of `_write_stale`: (path, written) per feed file."""
-    shared: tuple[list[FeedSpec[Article]], dict[str, RenderedBody], FeedSettings, Path]
+    shared: tuple[list[FeedSpec[Article]], dict[str, RenderedBody], FeedSettings, Path, FeedItems]
     shared = inherited()  # type: ignore[assignment]
-    specs, bodies, feeds, out = shared
+    specs, bodies, feeds, out, items = shared
+
+    def body(article: Article) -> RenderedBody:
+        return bodies[article.path]
+
     return [
-        (rel, write_changed(out, rel, render_feed(specs[n], fmt, feeds, lambda a: bodies[a.path])))
+        (rel, write_changed(out, rel, render_feed(specs[n], fmt, feeds, body, items)))
         for n, fmt, rel in jobs
     ]
 

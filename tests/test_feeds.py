@@ -407,3 +407,31 @@ def test_building_imports_no_http_email_or_ssl_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_entries_shared_between_feeds_give_the_bytes_of_fresh_ones(sample_build: BuildResult) -> None:
+    """FeedItems builds an article's entry once per build and copies it into every feed it is
+    in; each feed must come out as if its entries were built for it alone, in every format."""
+    from newsletter.feeds import FeedItems, render_feed
+
+    by_id = articles_by_id(sample_build)
+    settings = feed_settings(load_config_of(sample_build))
+    specs = plan_feeds([by_id[i] for i in sample_build.published], settings)
+    render = sample_build.catalog.rendered
+    items = FeedItems()
+    shared = {
+        (spec.path(fmt)): render_feed(spec, fmt, settings, render, items)
+        for fmt in ("rss", "atom", "json")
+        for spec in specs
+    }
+    alone = {
+        (spec.path(fmt)): render_feed(spec, fmt, settings, render)
+        for fmt in ("rss", "atom", "json")
+        for spec in specs
+    }
+    assert shared == alone
+    assert len(shared) == 3 * len(specs)
+    # the entries really were shared: fewer were made than the feeds hold
+    made = len(items)
+    assert made == len({a.id for spec in specs for a in spec.articles})
+    assert made < sum(len(spec.articles) for spec in specs)
