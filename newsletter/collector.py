@@ -658,10 +658,13 @@ class Catalog:
         in the worker processes when there are many (a cold build renders a few thousand) while
         this process loads the articles."""
         entries = list(entries)
-        missing = [e for e in entries if not self._body_in_index(e)]
+        if self._index is not None:
+            paths = {e[KEY]: e[PATH] for e in entries if e[PATH] not in self._bodies}
+            for key, payload in self._index.get_many(b"b", list(paths)):
+                self._bodies[paths[key]] = pickle.loads(payload)  # noqa: S301 - checksummed
+        missing = [e for e in entries if e[PATH] not in self._bodies]
         if workers is None or not workers.usable or len(missing) < PARALLEL_MIN_BODIES:
-            for entry in entries:
-                self.article(entry)
+            self._load_records(entries)
             return  # rendered() renders the missing bodies one by one
         # A body's page URL is its entry's id, so the jobs need no article.
         jobs = [(e[PATH], str(self.root / e[PATH]), e[KEY], e[ID]) for e in missing]
@@ -670,8 +673,7 @@ class Catalog:
         except (BrokenProcessPool, OSError) as exc:
             workers.failed(exc)
             rows = iter(())  # rendered() renders them one by one
-        for entry in entries:
-            self.article(entry)
+        self._load_records(entries)
         done: list[tuple[bytes, bytes]] = []
         try:
             for entry, row in zip(missing, rows, strict=False):
@@ -682,6 +684,16 @@ class Catalog:
             workers.failed(exc)
         if self._index is not None:
             self._index.put_rows(b"b", done)
+
+    def _load_records(self, entries: list[Entry]) -> None:
+        """The articles of these entries, from the index in a few queries (what it lacks is
+        read from the file again by `article`)."""
+        if self._index is not None:
+            wanted = [e[KEY] for e in entries if e[KEY] not in self._records]
+            for key, payload in self._index.get_many(b"a", wanted):
+                self._records[key] = pickle.loads(payload)  # noqa: S301 - checksummed
+        for entry in entries:
+            self.article(entry)
 
     def _body_in_index(self, entry: Entry) -> bool:
         """Whether the body of this entry is loaded, or now loaded from the index."""

@@ -15,7 +15,7 @@ import os
 import pickle
 import sqlite3
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
@@ -305,6 +305,24 @@ class _Index:
             self._failed(exc)
             return None
         return self._verified(row_key, row[0]) if row is not None else None
+
+    def get_many(self, kind: bytes, keys: Sequence[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        """(key, verified payload) of those of these records that are there and intact: one
+        query per few hundred keys instead of one each (1,675 lookups took 36 ms of a 10k
+        build, in the process everything else waits for)."""
+        if self.db is None or (self._written is not None and kind not in self._written):
+            return
+        step = 500  # bound variables per query: old SQLite builds allow 999
+        try:
+            for start in range(0, len(keys), step):
+                chunk = [kind + key for key in keys[start : start + step]]
+                query = f"SELECT key, data FROM records WHERE key IN ({','.join('?' * len(chunk))})"
+                for row_key, data in self.db.execute(query, chunk).fetchall():
+                    payload = self._verified(row_key, data)
+                    if payload is not None:
+                        yield row_key[len(kind) :], payload
+        except sqlite3.DatabaseError as exc:
+            self._failed(exc)
 
     def scan_records(self, kind: bytes) -> Iterator[tuple[bytes, bytes]]:
         """(key, verified payload) of every record of one kind; damaged ones are left out."""

@@ -548,6 +548,51 @@ def test_a_new_index_is_only_asked_for_the_kinds_of_record_it_got(content: Path,
     assert again._index.get(b"b", key) is None and len(queries) == 1
 
 
+def stored_row(index: index_module._Index, key: bytes) -> bytes:
+    assert index.db is not None
+    (data,) = index.db.execute("SELECT data FROM records WHERE key = ?", (b"a" + key,)).fetchone()
+    return bytes(data)
+
+
+def test_records_are_fetched_many_at_a_time_and_damaged_ones_left_out(
+    content: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = scan(content, SITE, tmp_path / "index.bin")
+    catalog.save_index()
+    index = catalog._index
+    assert index is not None and index.db is not None
+    keys = [e[index_module.KEY] for e in catalog.entries]
+    stored = {key: index.get(b"a", key) for key in keys}
+    damaged = bytes([stored_row(index, keys[1])[0] ^ 1]) + stored_row(index, keys[1])[1:]
+    with index.db:  # one record damaged in place: its digest no longer matches
+        index.db.execute("UPDATE records SET data = ? WHERE key = ?", (damaged, b"a" + keys[1]))
+    queries: list[str] = []
+    index.db.set_trace_callback(queries.append)
+    wanted = [keys[0], b"\x00" * 16, keys[1], *keys[2:]]  # one key unknown to the index
+    got = dict(index.get_many(b"a", wanted))
+    assert got == {key: stored[key] for key in keys if key != keys[1]}
+    assert len(queries) == 1
+    queries.clear()
+    many = wanted * 300  # 1,500 keys: three queries of at most 500
+    assert dict(index.get_many(b"a", many)) == got and len(queries) == 3
+    catalog.close()
+
+
+def test_prefetch_loads_articles_and_bodies_in_a_few_queries(content: Path, tmp_path: Path) -> None:
+    first = scan(content, SITE, tmp_path / "index.bin")
+    bodies = [first.rendered(a) for a in first.articles]  # each stored in the index
+    first.save_index()
+    again = scan(content, SITE, tmp_path / "index.bin")
+    assert again._index is not None and again._index.db is not None
+    queries: list[str] = []
+    again._index.db.set_trace_callback(queries.append)
+    again.prefetch(again.entries)
+    assert len(queries) == 2  # the bodies, then the articles
+    assert [again.rendered(a) for a in again.articles] == bodies
+    assert len(queries) == 2  # all came from that prefetch
+    again.close()
+
+
 def test_few_changes_go_to_the_delta_file(content: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     index = tmp_path / "index.bin"
     delta = tmp_path / "index.bin.delta"
