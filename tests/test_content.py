@@ -617,11 +617,18 @@ def test_cover_image_becomes_absolute(image: str, expected: str) -> None:
             "".join,
             st.tuples(
                 st.sampled_from(["http://", "https://", "HTTPS://", "//", "/", "ftp://", ""]),
-                st.text(st.sampled_from("ab.[]:@%?#;=/ 01\\"), max_size=25),
+                st.text(st.sampled_from("ab.[]:@%?#;=/ 01\\\t\n\u00e9\uff1f"), max_size=25),
             ),
         ),
     ),
 )
+@example(base="https://example.nl", image="https://?0")
+@example(base="https://example.nl", image="https://x.nl/a.jpg?")
+@example(base="https://example.nl", image="https://x.nl/a.jpg?q=1#")
+@example(base="https://example.nl", image="https://x.nl/a;b.jpg?c;d")
+@example(base="https://example.nl", image="https://[::1/a.jpg")
+@example(base="https://example.nl", image="http://x.nl/a\t.jpg")
+@example(base="https://example.nl", image="https://x.nl?q=[1]")
 def test_cover_url_is_what_urljoin_gives(base: str, image: str) -> None:
     try:
         joined = urljoin(base + "/", image)
