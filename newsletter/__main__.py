@@ -1,3 +1,3 @@
-from newsletter.cli import main
+from newsletter.cli import console_main
 
-main()
+console_main()
