@@ -150,15 +150,22 @@ def _indexed_build(config: Config, now: datetime, out: Path, workers: Workers) -
     site = config.site
     content, feeds = content_settings(config), feed_settings(config)
     index_path = site.cache_dir / INDEX_FILE
-    found = walk(site.content_dir)
-    signature = scan_signature(found)
+    # With no index every file is parsed anyway: the stats are taken while the workers parse
+    # (`walk(stat=False)`), and the shortcut through the last build's state, which needs them
+    # first, is not taken (without its index such a build is rare: a deleted cache).
+    cold = not index_path.exists()
+    found = walk(site.content_dir, stat=not cold)
     state_path = _state_path(config, out)
     key = _state_key(content, feeds, out)
     state = load_state(state_path, key)
-    if state is not None and _still_valid(state, signature, now, out):
-        return _unchanged(site.content_dir, content, index_path, found, state, out, now)
+    if not cold:
+        signature = scan_signature(found)
+        if state is not None and _still_valid(state, signature, now, out):
+            return _unchanged(site.content_dir, content, index_path, found, state, out, now)
 
     catalog = scan(site.content_dir, content, index_path, found=found, workers=workers)
+    if cold:
+        signature = scan_signature(found)  # the stats were filled in by the scan
     del found  # 100k paths and stats: their memory is reused for what follows
     writer = OutputWriter(out)
     try:

@@ -35,7 +35,9 @@ _DELTA_MIN = 1000  # changed entries the delta file may hold (or 1% of all, if m
 _SWEEP_SLACK = 1000  # records beyond two per entry before unnamed ones are swept up
 
 Stat = tuple[int, int, int, int]  # mtime_ns, ctime_ns, size, inode
-Found = tuple[str, Stat | str]  # relative POSIX path, and its stat or why it is unreadable
+# A relative POSIX path, and its stat or why it has none; None: not taken yet (`walk(stat=False)`,
+# filled in by the scan).
+Found = tuple[str, Stat | str | None]
 
 # One lean index entry: a plain tuple (100k of them load in ~0.1 s), read through these positions.
 Entry = tuple[

@@ -26,7 +26,7 @@ import newsletter
 from newsletter import collector
 from newsletter import index as index_module
 from newsletter import workers as collector_workers
-from newsletter.collector import Catalog, is_published, newest_first, scan, select
+from newsletter.collector import Catalog, is_published, newest_first, scan, select, walk
 from newsletter.content import ContentSettings, render_body
 from newsletter.errors import ConfigError
 from newsletter.model import Article
@@ -452,6 +452,31 @@ def test_parallel_scan_equals_serial_scan(content: Path, tmp_path: Path, monkeyp
     assert [str(p) for p in parallel.problems] == [str(p) for p in serial.problems]
     again = scan(content, SITE, tmp_path / "index.bin")
     assert again.parsed == 0 and again.articles == serial.articles
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["in-process", "workers"])
+def test_a_scan_fills_in_the_stats_walk_left_out(
+    content: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel: bool
+) -> None:
+    """A cold build walks without stats and the scan takes them while parsing: the same found
+    list (so the same build-state signature), articles and problems as with stats first."""
+    write(content, "2026/01/bad.md", article_text("X", "2026-02-30"))
+    (content / "2026" / "dangling.md").symlink_to(content / "2026" / "nowhere.md")
+    monkeypatch.setattr(collector, "PARALLEL_MIN_FILES", 1 if parallel else 10**9)
+    stated = walk(content)
+    reference = scan(content, SITE, found=list(stated))
+    found = walk(content, stat=False)
+    assert [rel for rel, _ in found] == [rel for rel, _ in stated]
+    assert {st for _, st in found} == {None}
+    with collector.Workers(2) as workers:
+        catalog = scan(content, SITE, tmp_path / "index.bin", found=found, workers=workers)
+        catalog.save_index()
+    assert found == stated
+    assert catalog.articles == reference.articles
+    assert [str(p) for p in catalog.problems] == [str(p) for p in reference.problems]
+    assert "2026/dangling.md: cannot be read: No such file or directory" in map(str, catalog.problems)
+    again = scan(content, SITE, tmp_path / "index.bin")  # the stats it stored match
+    assert again.parsed == 0 and again.articles == reference.articles
 
 
 def test_files_opened_ahead_are_read_or_reported_and_all_closed(content: Path, tmp_path: Path) -> None:
