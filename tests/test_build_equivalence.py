@@ -151,6 +151,8 @@ def test_every_change_gives_the_bytes_of_a_plain_build(
     target.write_text(target.read_text(encoding="utf-8").replace("Bron:", "Extra zin.\n\nBron:"))
     edited = site.check()
     assert edited.catalog.parsed == 1
+    # one feed worker pass, no body rendering: the cold build stored the bodies it rendered
+    assert parallel == ["_load_chunk", "_render_chunk", "_write_jobs", "_write_jobs"]
     assert "index.xml" in edited.rendered and len(site.feeds_rendered(edited)) < 60
 
     # same size, other bytes: a title letter swapped
