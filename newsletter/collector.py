@@ -25,7 +25,6 @@ import hashlib
 import logging
 import marshal
 import os
-import pickle
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -56,6 +55,7 @@ from .index import (
     _Index,
     _row,
     _unrow,
+    decode_record,
 )
 from .model import Article, RenderedBody
 from .workers import Workers
@@ -636,7 +636,7 @@ class Catalog:
         if record is None:
             payload = self._index.get(b"a", key) if self._index is not None else None
             if payload is not None:
-                record = pickle.loads(payload)  # noqa: S301 - our own checksummed record
+                record = decode_record(payload)
             else:  # lost from the index: read the file again
                 _, record = _load_one(entry[PATH], str(self.root / entry[PATH]), None, self.settings)
                 assert record is not None
@@ -662,7 +662,7 @@ class Catalog:
             wanted = {e[KEY] for e in entries if e[KEY] not in self._records}
             for key, payload in self._index.scan_records(b"a"):
                 if key in wanted:
-                    self._records[key] = pickle.loads(payload)  # noqa: S301 - checksummed
+                    self._records[key] = decode_record(payload)
         return [self.article(e) for e in entries]
 
     # bodies
@@ -703,7 +703,7 @@ class Catalog:
         if self._index is not None:
             paths = {e[KEY]: e[PATH] for e in entries if e[PATH] not in self._bodies}
             for key, payload in self._index.get_many(b"b", list(paths)):
-                self._bodies[paths[key]] = pickle.loads(payload)  # noqa: S301 - checksummed
+                self._bodies[paths[key]] = decode_record(payload)
         missing = [e for e in entries if e[PATH] not in self._bodies]
         if workers is None or not workers.usable or len(missing) < PARALLEL_MIN_BODIES:
             self._load_records(entries)
@@ -733,7 +733,7 @@ class Catalog:
         if self._index is not None:
             wanted = [e[KEY] for e in entries if e[KEY] not in self._records]
             for key, payload in self._index.get_many(b"a", wanted):
-                self._records[key] = pickle.loads(payload)  # noqa: S301 - checksummed
+                self._records[key] = decode_record(payload)
         for entry in entries:
             self.article(entry)
 
@@ -744,7 +744,7 @@ class Catalog:
         payload = self._index.get(b"b", entry[KEY]) if self._index is not None else None
         if payload is None:
             return False
-        self._bodies[entry[PATH]] = pickle.loads(payload)  # noqa: S301 - checksummed
+        self._bodies[entry[PATH]] = decode_record(payload)
         return True
 
     def save_index(self) -> None:

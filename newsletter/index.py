@@ -16,9 +16,11 @@ import pickle
 import sqlite3
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import nh3
 import yaml
@@ -30,7 +32,7 @@ from .content import ContentSettings
 log = logging.getLogger(__name__)
 
 _INDEX_MAGIC = b"newsletter-index\n"
-_INDEX_FORMAT = 4  # bump whenever the layout of the index changes
+_INDEX_FORMAT = 5  # bump whenever the layout of the index changes (5: compact Article records)
 _DELTA_MIN = 1000  # changed entries the delta file may hold (or 1% of all, if more)
 _SWEEP_SLACK = 1000  # records beyond two per entry before unnamed ones are swept up
 
@@ -60,14 +62,98 @@ _ERROR_FIELDS: _Fields = (True, "", 0, 0, None, False, (), ())
 
 
 def _row(kind: bytes, key: bytes, record: object) -> bytes:
-    """A record as stored: digest of (kind, key, payload), then the pickled payload. Made in
+    """A record as stored: digest of (kind, key, payload), then the encoded payload. Made in
     the worker, so the parent only inserts it."""
-    payload = pickle.dumps(record, pickle.HIGHEST_PROTOCOL)
+    payload = encode_record(record)
     return _record_digest(kind + key, payload) + payload
 
 
 def _unrow(row: bytes) -> Any:
-    return pickle.loads(memoryview(row)[16:])  # noqa: S301 - made by our own worker
+    return decode_record(memoryview(row)[16:])
+
+
+# --- records: an Article as a marshalled tuple, anything else pickled --------------------------
+# An Article is most of what a cold build stores (one per file): marshal writes its fields in
+# 2.3 µs and 830 bytes where pickle took 7.0 µs and 1,100 bytes (a datetime with its timezone
+# alone cost pickle 3.5 µs), and reads it back in 3.7 µs instead of 5.7.
+_ARTICLE = b"M"  # first byte of a marshalled Article; a pickle starts with 0x80
+_ARTICLE_FIELDS: Final = (
+    "id", "path", "slug", "url", "title", "date", "publish_date", "expiry_date", "lastmod",
+    "draft", "tags", "labels", "summary", "cover", "author", "source",
+)  # fmt: skip
+_MICROSECOND = timedelta(microseconds=1)
+_DateParts = tuple[int, int, int, int, int, int, int, int, "int | str"]
+
+
+class _NotCompact(Exception):
+    """A value the compact form cannot hold exactly (pickled instead)."""
+
+
+def _date_parts(moment: datetime | None) -> _DateParts | None:
+    """The fields of an aware datetime and its zone: an offset in microseconds (a `timezone`
+    without a name of its own) or an IANA key (a `ZoneInfo`)."""
+    if moment is None:
+        return None
+    tz = moment.tzinfo
+    zone: int | str
+    if tz is UTC:
+        zone = 0
+    elif type(tz) is timezone:
+        offset = tz.utcoffset(None)
+        if tz.tzname(None) != timezone(offset).tzname(None):
+            raise _NotCompact  # a fixed offset with a name of its own
+        zone = offset // _MICROSECOND
+    elif type(tz) is ZoneInfo and tz.key is not None and ZoneInfo(tz.key) is tz:
+        zone = tz.key
+    else:
+        raise _NotCompact
+    return (
+        moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second,
+        moment.microsecond, moment.fold, zone,
+    )  # fmt: skip
+
+
+def _date(parts: _DateParts | None) -> datetime | None:
+    if parts is None:
+        return None
+    year, month, day, hour, minute, second, microsecond, fold, zone = parts
+    if isinstance(zone, str):
+        tz: tzinfo = ZoneInfo(zone)
+    else:
+        tz = UTC if zone == 0 else timezone(zone * _MICROSECOND)
+    return datetime(year, month, day, hour, minute, second, microsecond, tz, fold=fold)
+
+
+def encode_record(record: object) -> bytes:
+    """A record's bytes for the index: compact for an Article, pickled otherwise."""
+    if type(record) is model.Article:
+        a = record
+        cover = a.cover
+        try:
+            fields = (
+                a.id, a.path, a.slug, a.url, a.title, _date_parts(a.date),
+                _date_parts(a.publish_date), _date_parts(a.expiry_date), _date_parts(a.lastmod),
+                a.draft, a.tags, a.labels, a.summary,
+                None if cover is None else (cover.image, cover.alt, cover.caption),
+                a.author, a.source,
+            )  # fmt: skip
+            return _ARTICLE + marshal.dumps(fields, 4)
+        except (_NotCompact, ValueError):  # ValueError: marshal met a type it cannot write
+            pass
+    return pickle.dumps(record, pickle.HIGHEST_PROTOCOL)
+
+
+def decode_record(payload: bytes | memoryview) -> Any:
+    """What `encode_record` was given (from our own checksummed bytes)."""
+    if payload[:1] != _ARTICLE:
+        return pickle.loads(payload)  # noqa: S301 - our own checksummed record
+    (id_, path, slug, url, title, date, published, expiry, lastmod, draft, tags, labels,
+     summary, cover, author, source) = marshal.loads(payload[1:])  # fmt: skip
+    return model.Article(
+        id_, path, slug, url, title, _date(date), _date(published), _date(expiry), _date(lastmod),  # type: ignore[arg-type]
+        draft, tags, labels, summary, None if cover is None else model.Cover(*cover), author,
+        source,
+    )  # fmt: skip
 
 
 def code_fingerprint(*modules: ModuleType) -> str:

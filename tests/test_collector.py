@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -29,7 +29,7 @@ from newsletter import workers as collector_workers
 from newsletter.collector import Catalog, is_published, newest_first, scan, select, walk
 from newsletter.content import ContentSettings, render_body
 from newsletter.errors import ConfigError
-from newsletter.model import Article
+from newsletter.model import Article, Cover
 
 SITE = ContentSettings("https://example.nl")
 OLD = time.time() - 3600  # an hour ago: well outside the index's "racy" window
@@ -987,3 +987,69 @@ def test_newest_first_does_not_mutate_input(pool: list[Article]) -> None:
     newest_first(pool)
     assert pool == before
     assert replace(pool[0]) == pool[0]
+
+
+_ZONES = st.one_of(
+    st.just(UTC),
+    st.builds(
+        lambda minutes, micro: timezone(timedelta(minutes=minutes, microseconds=micro)),
+        st.integers(-23 * 60, 23 * 60),
+        st.sampled_from([0, 0, 1, 999_999]),
+    ),
+    st.sampled_from([ZoneInfo("Europe/Amsterdam"), ZoneInfo("America/New_York")]),
+    st.just(timezone(timedelta(hours=1), "CET")),  # a named offset: pickled, not compact
+)
+_MOMENTS = st.builds(
+    lambda moment, zone, fold: moment.replace(tzinfo=zone, fold=fold),
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    _ZONES,
+    st.integers(0, 1),
+)
+_TEXT = st.text(st.characters(codec="utf-8") | st.sampled_from(["\udcff", "\x00", "é"]), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    article=st.builds(
+        Article,
+        id=_TEXT, path=_TEXT, slug=_TEXT, url=_TEXT, title=_TEXT, date=_MOMENTS,
+        publish_date=st.none() | _MOMENTS, expiry_date=st.none() | _MOMENTS,
+        lastmod=st.none() | _MOMENTS, draft=st.booleans(),
+        tags=st.lists(_TEXT, max_size=3).map(tuple), labels=st.lists(_TEXT, max_size=2).map(tuple),
+        summary=_TEXT,
+        cover=st.none() | st.builds(Cover, image=_TEXT, alt=_TEXT, caption=_TEXT),
+        author=_TEXT, source=_TEXT,
+    )  # fmt: skip
+)
+def test_an_article_record_comes_back_the_same(article: Article) -> None:
+    """Articles are stored marshalled, not pickled: every field comes back equal, and every
+    date with the same zone (not only the same instant) and fold."""
+    payload = index_module.encode_record(article)
+    back = index_module.decode_record(payload)
+    assert back == article and repr(back) == repr(article)
+    for name in ("date", "publish_date", "expiry_date", "lastmod"):
+        ours, theirs = getattr(back, name), getattr(article, name)
+        assert (ours is None) == (theirs is None)
+        if ours is not None:
+            assert ours.tzinfo == theirs.tzinfo and ours.tzname() == theirs.tzname()
+            assert ours.fold == theirs.fold and ours.replace(tzinfo=None) == theirs.replace(tzinfo=None)
+    named = any(
+        isinstance(moment, datetime) and type(moment.tzinfo) is timezone and moment.tzname() == "CET"
+        for moment in (article.date, article.publish_date, article.expiry_date, article.lastmod)
+    )
+    assert payload.startswith(b"\x80" if named else b"M")
+
+
+def test_other_records_are_pickled_as_before() -> None:
+    from newsletter.errors import ArticleError
+
+    error = ArticleError("2026/a.md", "date", "is required")
+    back = index_module.decode_record(index_module.encode_record(error))
+    assert isinstance(back, ArticleError) and str(back) == str(error)
+    assert index_module.encode_record(error).startswith(b"\x80")
+
+
+def test_the_compact_record_names_every_article_field() -> None:
+    import dataclasses
+
+    assert index_module._ARTICLE_FIELDS == tuple(f.name for f in dataclasses.fields(Article))
