@@ -69,6 +69,7 @@ _CANDIDATES = (
     .limit(sa.bindparam("limit"))
     .with_for_update(of=_d, skip_locked=True)  # PostgreSQL; SQLite holds the write lock
 )
+_AUDIENCE_OF = sa.select(issues_t.c.audience_id).where(issues_t.c.id == sa.bindparam("issue"))
 _QUEUED_IDS = sa.and_(_d.c.id.in_(sa.bindparam("ids", expanding=True)), _d.c.status == "queued")
 _SUPPRESS_QUEUED = (
     sa.update(_d)
@@ -461,7 +462,9 @@ def _release(conn: sa.Connection, delivery_ids: Sequence[int], now: datetime) ->
 
 
 def _claim(conn: sa.Connection, issue_id: int, limit: int, now: datetime) -> list[Claimed]:
-    audience = _issue_row(conn, issue_id)["audience_id"]
+    audience = conn.execute(_AUDIENCE_OF, {"issue": issue_id}).scalar()
+    if audience is None:
+        raise NotFoundError("issue", issue_id)
     claimed: list[Claimed] = []
     while len(claimed) < limit:
         candidates = conn.execute(
