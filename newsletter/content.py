@@ -86,7 +86,8 @@ _StrictLoader.add_implicit_resolver(
 # PyYAML's cost (it was half of all parsing at 100k articles); anything else, and anything this
 # reader is not sure of, goes to PyYAML. The result must equal what `_StrictLoader` gives:
 # tests/test_build_equivalence.py compares the two on generated and real front matter.
-_FAST_LINE = re.compile(r"( *)([A-Za-z_][A-Za-z0-9_-]*):(?: +(.*))?")
+# A line is `<indent><key>:` then nothing, or spaces and a value.
+_FAST_HEAD = re.compile(r"( *)([A-Za-z_][A-Za-z0-9_-]*)")
 _FAST_LIST = re.compile(r'\[ *((?:"[^"\\]*" *(?:, *"[^"\\]*" *)*)?)\]')
 _FAST_ITEM = re.compile(r'"([^"\\]*)"')
 _FAST_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:-]*(?: [A-Za-z0-9._+:-]+)*")
@@ -113,18 +114,19 @@ def _fast_scalar(text: str) -> Any:
     return text
 
 
-# Keys repeat in every file (title, date, tags...): each is resolved once per process.
-_FAST_KEYS: dict[str, Any] = {}
-_FAST_KEYS_MAX = 4096
+# What precedes the first ':' of a line repeats in every file ("title", "  image"...): each is
+# resolved once per process to (indent, key), or None when the fast reader cannot take it.
+_FAST_HEADS: dict[str, tuple[str, str] | None] = {}
+_FAST_HEADS_MAX = 4096
 
 
-def _fast_key(text: str) -> Any:
-    name = _FAST_KEYS.get(text, _NOT_FAST)
-    if name is _NOT_FAST:
-        name = _fast_scalar(text)
-        if len(_FAST_KEYS) < _FAST_KEYS_MAX:
-            _FAST_KEYS[text] = name
-    return name
+def _fast_head(head: str) -> tuple[str, str] | None:
+    match = _FAST_HEAD.fullmatch(head)
+    name = _fast_scalar(match.group(2)) if match else None
+    known = (match.group(1), name) if match and isinstance(name, str) else None
+    if len(_FAST_HEADS) < _FAST_HEADS_MAX:
+        _FAST_HEADS[head] = known
+    return known
 
 
 def _fast_value(text: str | None) -> Any:
@@ -153,13 +155,22 @@ def fast_front_matter(fm: str) -> dict[Any, Any] | None:
     for line in fm.split("\n"):
         if not line:
             continue
-        match = _FAST_LINE.fullmatch(line)
-        if match is None:
+        head, colon, rest = line.partition(":")
+        try:
+            known = _FAST_HEADS[head]
+        except KeyError:
+            known = _fast_head(head)
+        if known is None or not colon:
             return None
-        spaces, key, raw = match.groups()
-        name = _fast_key(key)
+        if rest:
+            if rest[0] != " ":
+                return None
+            raw: str | None = rest.lstrip(" ")
+        else:
+            raw = None
+        spaces, name = known
         value = _fast_value(raw)
-        if not isinstance(name, str) or value is _NOT_FAST:
+        if value is _NOT_FAST:
             return None
         if spaces:
             if not parent or (indent and spaces != indent):
@@ -407,7 +418,8 @@ def _text(meta: dict[str, Any], field: str, path: str, required: bool = False) -
 def _as_text(value: Any, path: str, field: str) -> str:
     if isinstance(value, str):
         # Escapes such as "\v" in YAML or "\u000b" in JSON bring back what decode() removed.
-        return _ILLEGAL_XML.sub("", value)
+        # (A printable string has none of those characters: a third of the regex's cost.)
+        return value if value.isprintable() else _ILLEGAL_XML.sub("", value)
     # Decimal integers round-trip exactly (the loader keeps 012345 a string); anything else
     # (true/false, 1.10, lists) would not, so it is reported rather than guessed.
     if isinstance(value, int) and not isinstance(value, bool):
