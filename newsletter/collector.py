@@ -239,7 +239,11 @@ def _read_file(file: str | int | OSError) -> bytes:
         raise file
     fd = _open(file) if isinstance(file, str) else file
     try:
-        parts = [os.read(fd, os.fstat(fd).st_size + 1)]
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size + 1)
+        if len(data) == size:  # all of it, and not the byte more: at the end (a read fewer)
+            return data
+        parts = [data]  # it changed size since the fstat, or the read came back short
         while parts[-1]:
             parts.append(os.read(fd, 65536))
     finally:

@@ -556,6 +556,30 @@ def test_a_large_file_is_read_whole(tmp_path: Path) -> None:
     assert collector._read_file(str(path)) == b"x" * 200_000
 
 
+def test_a_file_is_read_with_one_read_unless_it_holds_more_than_its_stat_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "a.md", article_text("A"))
+    reads: list[int] = []
+    real_read = os.read
+
+    def counting_read(fd: int, size: int) -> bytes:
+        reads.append(size)
+        return real_read(fd, size)
+
+    monkeypatch.setattr(collector.os, "read", counting_read)
+    assert collector._read_file(str(path)) == path.read_bytes() and len(reads) == 1
+    # A pipe says size 0 and holds more: read on to the end.
+    fifo = tmp_path / "pipe.md"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    writer = os.open(fifo, os.O_WRONLY)
+    os.write(writer, b"hello, pipe")
+    os.close(writer)
+    reads.clear()
+    assert collector._read_file(reader) == b"hello, pipe" and len(reads) == 3
+
+
 def test_a_new_index_is_only_asked_for_the_kinds_of_record_it_got(content: Path, tmp_path: Path) -> None:
     index = tmp_path / "index.bin"
     fresh = scan(content, SITE, index)
