@@ -1139,3 +1139,42 @@ def test_property_any_markdown_renders(lines: list[str]) -> None:
     body = "\n".join(lines)
     rendered = render_body(body, URL)  # never raises
     assert len(rendered.sections) <= sum(1 for line in lines if "##" in line)
+
+
+@settings(max_examples=1000, deadline=None, database=None)
+@given(
+    st.text(
+        st.sampled_from(
+            [
+                "a",
+                "Z",
+                " ",
+                "é",
+                "ß",
+                "😀",
+                "&",
+                "<",
+                ">",
+                '"',
+                "'",
+                "\xa0",
+                "\x00",
+                "\r",
+                "\t",
+                "\x0c",
+                "\u2028",
+                "\ufdd0",
+                "\u200b",
+                "\u0301",
+                "\U000e0001",
+            ]
+        )
+        | st.characters(exclude_categories=("Cs",)),  # decoded UTF-8 has no surrogates
+        max_size=12,
+    )
+)
+def test_a_plain_heading_skips_the_cleaner_only_where_it_changes_nothing(text: str) -> None:
+    heading = f"<h2>{text}</h2>\n"
+    assert content_module._sanitized_heading(heading, "https://example.nl/a/") == (
+        content_module.sanitize(heading, "https://example.nl/a/")
+    )
