@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import CONFIG, NOW, REPO, _fresh, corpus, drop_caches, measure  # noqa: E402
+from run import CONFIG, NOW, REPO, _fresh, byte_compile, corpus, drop_caches, measure  # noqa: E402
 
 
 def main() -> None:
@@ -31,6 +31,8 @@ def main() -> None:
     args = parser.parse_args()
     content = corpus(args.size)
     projects = {"this": REPO, "other": args.other.resolve()}
+    for project in projects.values():
+        byte_compile(project)
     seconds: dict[str, list[float]] = {name: [] for name in projects}
     with tempfile.TemporaryDirectory(prefix="newsletter-compare-") as tmp:
         work = Path(tmp)

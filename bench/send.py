@@ -363,6 +363,9 @@ def main() -> None:
 
     sizes = [int(s) for s in args.sizes.split(",")]
     connection_counts = [int(c) for c in args.connections.split(",")]
+    import compileall
+
+    compileall.compile_dir(REPO / "newsletter", quiet=1)  # as installed: see run.py's byte_compile
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-send-"))
     root.mkdir(parents=True, exist_ok=True)
     sink = Sink(args.sink)
