@@ -571,7 +571,7 @@ class Catalog:
                 assert stats is not None
                 known = stats[done]
                 found[where] = (rel, known)
-                # A file that vanished since the walk: its entry never matches a real stat.
+                # No stat (gone since the walk, a dangling link): never matches a real one.
                 st = _NO_STAT if isinstance(known, str) else known
             done += 1
             verify = started_ns - max(st[0], st[1]) <= _RACY_NS
