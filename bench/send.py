@@ -52,6 +52,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import pyspy  # noqa: E402 - bench/pyspy.py, beside this file
+from run import byte_compile  # noqa: E402 - bench/run.py, beside this file
 
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -363,9 +364,7 @@ def main() -> None:
 
     sizes = [int(s) for s in args.sizes.split(",")]
     connection_counts = [int(c) for c in args.connections.split(",")]
-    import compileall
-
-    compileall.compile_dir(REPO / "newsletter", quiet=1)  # as installed: see run.py's byte_compile
+    byte_compile(REPO)
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-send-"))
     root.mkdir(parents=True, exist_ok=True)
     sink = Sink(args.sink)
