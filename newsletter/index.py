@@ -386,15 +386,9 @@ class _Index:
     def get(self, kind: bytes, key: bytes) -> bytes | None:
         """The verified payload of one record, or None (missing, damaged, of a kind this scan's
         new database never got, or no database)."""
-        if self.db is None or (self._written is not None and kind not in self._written):
-            return None
-        row_key = kind + key
-        try:
-            row = self.db.execute("SELECT data FROM records WHERE key = ?", (row_key,)).fetchone()
-        except sqlite3.DatabaseError as exc:
-            self._failed(exc)
-            return None
-        return self._verified(row_key, row[0]) if row is not None else None
+        for _, payload in self.get_many(kind, [key]):
+            return payload
+        return None
 
     def get_many(self, kind: bytes, keys: Sequence[bytes]) -> Iterator[tuple[bytes, bytes]]:
         """(key, verified payload) of those of these records that are there and intact: one
