@@ -31,15 +31,13 @@ import re
 import signal
 import sys
 import threading
-from collections import deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from multiprocessing.connection import Connection, wait
-from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar, cast
 
-from .delivery import Transport
+from .delivery import NotSent, Outgoing, Transport
 from .errors import DeliveryError
 from .model import Claimed as Job
 
@@ -92,43 +90,65 @@ class Worker:
         """One message, its result always back (see `_guarded`)."""
         return self._guarded(job, lambda: _deliver(self, job))
 
-    def deliver_all(self, jobs: Sequence[Job]) -> list[Result]:
-        """The jobs in order. With a transport that can `start` a message, the next message is
-        composed while the server takes in the current one (its reply is read after): on a
-        fast link composing then costs no time. One message at a time awaits its reply, as
-        with `send`."""
-        start: Starter | None = getattr(self.transport, "start", None)
-        if start is None:
-            return [self.deliver(job) for job in jobs]
-        results: list[Result] = []
-        waiting: Callable[[], Result] | None = None
-        for job in jobs:
-            prepared = self._guarded(job, functools.partial(_prepare, self, job))
-            if waiting is not None:
-                results.append(waiting())
-            if isinstance(prepared, Result):
-                results.append(prepared)
-                waiting = None
-                continue
-            if self.halt.is_set():  # the reply just read may have halted the issue
-                results.append(Result("released"))
-                waiting = None
-                continue
-            waiting = self._start(start, job, *prepared)
-        if waiting is not None:
-            results.append(waiting())
-        return results
+    def deliver_stream(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
+        """Each job's outcome, as it is known (not in job order). With a transport that can
+        `stream`, the jobs go over one connection, each message composed while the server takes
+        in the one before (and, where the server allows, written with the next envelope: one
+        round trip per message). `jobs` is read only as far as messages are needed, so a
+        caller can hand over what is there and end the stream when it runs out.
 
-    def _start(
-        self, start: Starter, job: Job, message_id: str, message: bytes
-    ) -> Callable[[], Result]:
-        """Write the message; returns what reads its reply (retrying as `_attempts` does)."""
+        A transient failure is retried (as `deliver` does) after the stream has ended, since a
+        retry needs the connection the stream holds."""
+        stream: Streamer | None = getattr(self.transport, "stream", None)
+        if stream is None:
+            for job in jobs:
+                yield Outcome(job, self.deliver(job))
+            return
+        source = iter(jobs)  # read once: after a failed stream the rest go one at a time
+        known: list[Outcome] = []  # outcomes of jobs that never reached the transport
+        taken: dict[int, Job] = {}  # handed to the transport, not yet answered
+        later: list[tuple[Job, Outgoing, BaseException]] = []
+
+        def messages() -> Iterator[Outgoing]:
+            for job in source:
+                prepared = self._guarded(job, functools.partial(_prepare, self, job))
+                if isinstance(prepared, Result):
+                    known.append(Outcome(job, prepared))
+                    continue
+                taken[job.id] = job
+                message_id, message = prepared
+                yield Outgoing(job.email, message, message_id, job)
+
         try:
-            first = start(self.sender, job.email, message, message_id)
-        except BaseException as exc:  # noqa: BLE001 - handled like a failed first attempt
-            first = _raiser(exc)
-        attempts = functools.partial(_attempts, self, job, message_id, message, first)
-        return functools.partial(self._guarded, job, attempts)
+            for item, error in stream(self.sender, messages(), self.halt.is_set):
+                job = taken.pop(cast(Job, item.tag).id)
+                yield from _drain(known)
+                if error is None:
+                    yield Outcome(job, Result("sent", item.message_id))
+                elif isinstance(error, NotSent):
+                    yield Outcome(job, Result("released"))
+                elif isinstance(error, DeliveryError) and error.kind == "transient":
+                    later.append((job, item, error))
+                else:
+                    yield Outcome(job, self._answer(job, item, error))
+        except Exception as exc:  # noqa: BLE001 - the transport failed: what it held is unknown
+            log.exception("sending stream failed")
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            for job in taken.values():
+                yield Outcome(job, Result("unknown", "", reason))
+        yield from _drain(known)
+        for job in source:  # a stream that stopped, or failed, left these
+            yield Outcome(job, self.deliver(job))
+        for job, item, error in later:
+            yield Outcome(job, self._answer(job, item, error))
+
+    def _answer(self, job: Job, item: Outgoing, error: BaseException) -> Result:
+        """The result of a streamed message that failed: `_attempts` with that as its first
+        try (so a transient failure is tried again, with backoff, over `send`)."""
+        attempts = functools.partial(
+            _attempts, self, job, item.message_id, item.message, _raiser(error)
+        )
+        return self._guarded(job, attempts)
 
     def _guarded(self, job: Job, call: Callable[[], T]) -> T | Result:
         """call(), but an unexpected error becomes "unknown" (it may have happened after the
@@ -143,7 +163,14 @@ class Worker:
         return result
 
 
-Starter = Callable[[str, str, bytes, str], Callable[[], None]]
+Streamer = Callable[
+    [str, Iterable[Outgoing], Callable[[], bool]], Iterator[tuple[Outgoing, BaseException | None]]
+]
+
+
+def _drain(outcomes: list[Outcome]) -> Iterator[Outcome]:
+    while outcomes:
+        yield outcomes.pop(0)
 
 
 def _raiser(exc: BaseException) -> Callable[[], None]:
@@ -237,23 +264,47 @@ def _count(number: int, what: str) -> str:
 
 
 class ThreadLanes:
-    """`parallelism` sending threads in this process."""
+    """`parallelism` sending threads in this process, each streaming jobs over its own
+    connection (`Worker.deliver_stream`) for as long as there are jobs waiting."""
 
     def __init__(self, worker: Worker, window: int) -> None:
         self._worker = worker
-        self._threads = max(1, worker.transport.parallelism)
-        self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="send")
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._results: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"send-{number}")
+            for number in range(max(1, worker.transport.parallelism))
+        ]
+        for thread in self._threads:
+            thread.start()
         # Half a window recorded at a time, the freed half claimed again at once, so the
         # connections keep working while the ledger commits.
         self.batch = max(1, window // 2)
 
     def submit(self, jobs: Sequence[Job]) -> None:
         for job in jobs:
-            self._pool.submit(self._run, job)
+            self._jobs.put(job)
 
-    def _run(self, job: Job) -> None:
-        self._results.put(Outcome(job, self._worker.deliver(job)))
+    def _run(self) -> None:
+        """Wait for a job, stream it and whatever else is waiting, and again; None: stop."""
+        while (first := self._jobs.get()) is not None:
+            stop = False
+
+            def waiting(first: Job) -> Iterator[Job]:
+                nonlocal stop
+                job: Job | None = first
+                while job is not None:
+                    yield job
+                    try:
+                        job = self._jobs.get_nowait()
+                    except queue.Empty:
+                        return
+                stop = True
+
+            for outcome in self._worker.deliver_stream(waiting(first)):
+                self._results.put(outcome)
+            if stop:
+                return
 
     def collect(self, timeout: float) -> list[Outcome]:
         try:
@@ -270,18 +321,20 @@ class ThreadLanes:
         self._worker.halt.set()
 
     def describe(self) -> str:
-        return _count(self._threads, "sending thread")
+        return _count(len(self._threads), "sending thread")
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        for _thread in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
 
 
 @dataclass
 class _Lane:
     process: multiprocessing.process.BaseProcess
     conn: Connection
-    chunks: deque[list[Job]]
-    jobs: int = 0  # submitted, not yet back
+    jobs: dict[int, Job]  # submitted, not yet back, by id
     lost: bool = False
 
 
@@ -311,13 +364,13 @@ class ProcessLanes:
                 lane_worker = replace(worker, transport=transport, halt=self._halt)
                 process = context.Process(
                     target=_lane_main,
-                    args=(theirs, lane_worker, parent),
+                    args=(theirs, lane_worker, parent, self.chunk),
                     name="newsletter-send",
                     daemon=True,
                 )
                 process.start()
                 theirs.close()
-                self._lanes.append(_Lane(process, ours, deque()))
+                self._lanes.append(_Lane(process, ours, {}))
         except BaseException:
             self.close()
             raise
@@ -329,7 +382,7 @@ class ProcessLanes:
         alive = [lane for lane in self._lanes if not lane.lost]
         for start in range(0, len(jobs), self.chunk):
             chunk = list(jobs[start : start + self.chunk])
-            lane = min(alive, key=lambda lane: lane.jobs) if alive else None
+            lane = min(alive, key=lambda lane: len(lane.jobs)) if alive else None
             try:
                 if lane is None:
                     raise BrokenPipeError
@@ -337,26 +390,21 @@ class ProcessLanes:
             except OSError:  # the process is gone before it could read them: never attempted
                 self._ready.extend(Outcome(job, Result("released")) for job in chunk)
                 continue
-            lane.chunks.append(chunk)
-            lane.jobs += len(chunk)
+            lane.jobs.update((job.id, job) for job in chunk)
 
     def collect(self, timeout: float) -> list[Outcome]:
         got, self._ready = self._ready, []
-        busy = {lane.conn: lane for lane in self._lanes if lane.chunks}
+        busy = {lane.conn: lane for lane in self._lanes if lane.jobs}
         if not busy:
             return got
         for conn in wait(list(busy), 0 if got else timeout):
             lane = busy[conn]  # type: ignore[index]
             try:
-                results: list[tuple[str, str, str, str, bool]] = lane.conn.recv()
+                results: list[tuple[int, tuple[str, str, str, str, bool]]] = lane.conn.recv()
             except (EOFError, OSError):
                 got.extend(self._lost(lane))
                 continue
-            chunk = lane.chunks.popleft()
-            lane.jobs -= len(chunk)
-            got.extend(
-                Outcome(job, Result(*result)) for job, result in zip(chunk, results, strict=True)
-            )
+            got.extend(Outcome(lane.jobs.pop(key), Result(*result)) for key, result in results)
         return got
 
     def _lost(self, lane: _Lane) -> list[Outcome]:
@@ -365,9 +413,7 @@ class ProcessLanes:
         lane.lost = True
         reason = f"a sending process stopped unexpectedly (exit code {lane.process.exitcode})"
         self._halt.set()
-        lost = [job for chunk in lane.chunks for job in chunk]
-        lane.chunks.clear()
-        lane.jobs = 0
+        lost, lane.jobs = list(lane.jobs.values()), {}
         return [Outcome(job, Result("unknown", "", reason, pause=reason)) for job in lost]
 
     def halt(self) -> None:
@@ -390,8 +436,9 @@ class ProcessLanes:
             lane.conn.close()
 
 
-def _lane_main(conn: Connection, worker: Worker, parent: int) -> None:
-    """A sending process: chunks of jobs in, their results out, until None or end of pipe."""
+def _lane_main(conn: Connection, worker: Worker, parent: int, flush: int) -> None:
+    """A sending process: chunks of jobs in, their results out (`flush` at a time), until None
+    or end of pipe."""
     for number in _STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
@@ -404,11 +451,40 @@ def _lane_main(conn: Connection, worker: Worker, parent: int) -> None:
                 chunk: list[Job] | None = conn.recv()
             except EOFError:
                 return
-            if chunk is None:
+            if chunk is None or _stream_chunks(conn, worker, chunk, flush):
                 return
-            conn.send([tuple(result) for result in worker.deliver_all(chunk)])
     finally:
         worker.transport.close()
+
+
+def _stream_chunks(conn: Connection, worker: Worker, first: list[Job], flush: int) -> bool:
+    """Stream `first` and the chunks that arrive before it runs out (never waiting for one:
+    the ledger may be waiting for these results), sending results back `flush` at a time.
+    True if the end (None or a closed pipe) came meanwhile."""
+    ended = False
+
+    def jobs() -> Iterator[Job]:
+        nonlocal ended
+        chunk: list[Job] | None = first
+        while chunk is not None:
+            yield from chunk
+            if not conn.poll():
+                return
+            try:
+                chunk = conn.recv()
+            except EOFError:
+                chunk = None
+        ended = True
+
+    results: list[tuple[int, tuple[str, str, str, str, bool]]] = []
+    for outcome in worker.deliver_stream(jobs()):
+        results.append((outcome.job.id, tuple(outcome.result)))  # type: ignore[arg-type]
+        if len(results) >= flush:
+            conn.send(results)
+            results = []
+    if results:
+        conn.send(results)
+    return ended
 
 
 def _die_with_parent() -> None:

@@ -15,7 +15,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +26,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from newsletter.delivery import MemoryTransport, make_transport
+from newsletter.delivery import MemoryTransport, Outgoing, make_transport
 from newsletter.delivery.outbox import OutboxTransport, outbox_filename
 from newsletter.delivery.smtp import RateLimiter, SMTPTransport
 from newsletter.digest import RenderedDigest
@@ -803,10 +803,13 @@ class StrictPipeliningServer:
     gets no answer (and times out). Records what it was sent, per message.
 
     `refuse` maps a recipient to the RCPT reply it gets; DATA is then answered 354 anyway, as a
-    sloppy server might, so the client has to end that data phase empty."""
+    sloppy server might, so the client has to end that data phase empty. With `hold`, the
+    reply to each of the first `hold` messages waits until the next envelope has arrived: a
+    client that waits for that reply before writing the next envelope gets no answer."""
 
-    def __init__(self, refuse: dict[str, bytes] | None = None) -> None:
+    def __init__(self, refuse: dict[str, bytes] | None = None, hold: int = 0) -> None:
         self.refuse = refuse or {}
+        self.hold = hold
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.envelopes: list[bytes] = []
@@ -852,6 +855,8 @@ class StrictPipeliningServer:
                     buffer = self._read_until(conn, buffer, b"\r\n.\r\n")
                     message, _, buffer = buffer.partition(b"\r\n.\r\n")
                     self.messages.append(message)
+                    if len(self.messages) <= self.hold:
+                        buffer = self._read_until(conn, buffer, b"DATA\r\n")
                     conn.sendall(b"250 queued\r\n")
         except BaseException as exc:  # reported by the test
             self.error = exc
@@ -895,3 +900,138 @@ def test_a_server_that_starts_data_for_a_refused_recipient_gets_an_empty_data_ph
     assert server.error is None, server.error
     assert (server.empty_data, server.resets) == (1, 1)
     assert [m + b"\r\n" for m in server.messages] == [sent]
+
+
+# --- streams: many messages over one session ---------------------------------------------------------
+def outgoing(number: int, recipient: str = "") -> Outgoing:
+    return Outgoing(*message(number, recipient), tag=number)
+
+
+def stream_all(transport: SMTPTransport, numbers: Iterable[int]) -> list[tuple[Any, BaseException | None]]:
+    """(tag, error) of each message, as the stream answered them."""
+    return [(item.tag, error) for item, error in transport.stream(SENDER, map(outgoing, numbers))]
+
+
+def test_a_stream_writes_each_message_with_the_next_envelope() -> None:
+    """One round trip per message: the server holds its reply to each message until the next
+    envelope is there, so a client that waited for it first would time out."""
+    server = StrictPipeliningServer(hold=3)
+    transport = client(server.port, timeout=3)
+    answers = stream_all(transport, [1, 2, 3, 4])
+    transport.close()
+    server.thread.join(5)
+    assert server.error is None, server.error
+    assert answers == [(1, None), (2, None), (3, None), (4, None)]
+    assert [m + b"\r\n" for m in server.messages] == [message(n)[1] for n in (1, 2, 3, 4)]
+    assert transport.connections_opened == 1
+
+
+def test_one_by_one_sending_does_not_wait_for_a_next_envelope() -> None:
+    """`send` has no next message: against the holding server it times out, which is what
+    makes the test above a proof."""
+    server = StrictPipeliningServer(hold=1)
+    transport = client(server.port, timeout=0.5)
+    with pytest.raises(DeliveryError) as excinfo:
+        send(transport, 1)
+    transport.close()
+    assert excinfo.value.kind == "unknown"
+
+
+def test_a_stream_over_a_refusing_server_answers_each_message(start_server: Start) -> None:
+    handler = Recorder(
+        refuse={"lezer2@example.nl": "550 5.1.1 No such user"},
+        refuse_data={"lezer4@example.nl": "554 5.6.0 Message rejected"},
+    )
+    server, handler = start_server(handler)
+    with plain(server) as transport:
+        answers = stream_all(transport, range(1, 7))
+    assert [tag for tag, _ in answers] == [1, 2, 3, 4, 5, 6]
+    errors = {tag: error for tag, error in answers if error is not None}
+    assert {tag: (e.kind, e.code) for tag, e in errors.items()} == {  # type: ignore[attr-defined]
+        2: ("permanent", 550), 4: ("permanent", 554)}
+    assert handler.recipients() == [f"lezer{n}@example.nl" for n in (1, 3, 5, 6)]
+    assert transport.connections_opened == 1
+
+
+@pytest.mark.parametrize("close_with_421", [True, False], ids=["421", "dropped"])
+def test_a_stream_survives_the_server_closing_mid_batch(
+    start_server: Start, close_with_421: bool
+) -> None:
+    """The next envelope may be in flight when the session goes: that message is sent on a
+    new session, once."""
+    handler = Recorder(per_connection=3, close_with_421=close_with_421)
+    server, _ = start_server(handler)
+    with plain(server) as transport:
+        answers = stream_all(transport, range(10))
+        assert transport.connections_opened == 4
+    assert answers == [(n, None) for n in range(10)]
+    assert handler.recipients() == [f"lezer{n}@example.nl" for n in range(10)]
+
+
+def test_a_stream_losing_the_connection_after_a_message_reports_it_unknown(
+    start_server: Start,
+) -> None:
+    """REL-03 in a stream: the message whose reply never came is "unknown" (never retried);
+    the one whose envelope went with it was not accepted, and goes out on a new session."""
+    server, handler = start_server(Recorder(drop_after_data={"lezer2@example.nl"}))
+    with plain(server) as transport:
+        answers = stream_all(transport, [1, 2, 3, 4])
+        assert transport.connections_opened == 2
+    kinds = [(tag, getattr(error, "kind", None)) for tag, error in answers]
+    assert kinds == [(1, None), (2, "unknown"), (3, None), (4, None)]
+    assert handler.recipients() == [f"lezer{n}@example.nl" for n in (1, 2, 3, 4)]
+
+
+def test_a_stream_answers_a_malformed_address_and_sends_the_rest(start_server: Start) -> None:
+    server, handler = start_server()
+    with plain(server) as transport:
+        answers = stream_all(transport, [1, 2, 3])
+        items = [outgoing(1), outgoing(2)._replace(recipient="bad address@example.nl"), outgoing(3)]
+        mixed = [(item.tag, error) for item, error in transport.stream(SENDER, items)]
+    assert answers == [(1, None), (2, None), (3, None)]
+    assert [tag for tag, error in mixed if error is None] == [1, 3]
+    assert [type(error) for tag, error in mixed if tag == 2] == [ValueError]
+
+
+def test_a_stream_told_to_stop_begins_nothing_more_and_aborts_an_envelope_in_flight(
+    start_server: Start,
+) -> None:
+    """Stopped after the first message: the ones already taken come back NotSent; a pipelined
+    envelope already written is aborted by closing the session, never ended empty."""
+    server, handler = start_server()
+    stopped = threading.Event()
+    with plain(server) as transport:
+        answers = []
+        for item, error in transport.stream(SENDER, map(outgoing, [1, 2, 3]), stopped.is_set):
+            answers.append((item.tag, type(error).__name__ if error else None))
+            stopped.set()
+        # with pipelining the third was taken too, to go with the second's message
+        assert answers[0] == (1, None) and answers[1] == (2, "NotSent")
+        assert answers[2:] == ([(3, "NotSent")] if handler.pipelining else [])
+        send(transport, 4)  # the transport carries on; a session left out of step was closed
+        opened = transport.connections_opened
+    assert handler.recipients() == ["lezer1@example.nl", "lezer4@example.nl"]
+    assert opened == (2 if handler.pipelining else 1)
+
+
+def test_a_stream_left_early_closes_a_session_with_an_envelope_in_flight(
+    start_server: Start,
+) -> None:
+    server, handler = start_server()
+    with plain(server) as transport:
+        answers = transport.stream(SENDER, map(outgoing, [1, 2, 3]))
+        item, error = next(answers)
+        answers.close()
+        send(transport, 4)
+        opened = transport.connections_opened
+    assert (item.tag, error) == (1, None)
+    assert handler.recipients() == ["lezer1@example.nl", "lezer4@example.nl"]
+    assert opened == (2 if handler.pipelining else 1)
+
+
+def test_a_stream_on_a_closed_transport_raises(start_server: Start) -> None:
+    server, _ = start_server()
+    transport = plain(server)
+    transport.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        next(transport.stream(SENDER, [outgoing(1)]))

@@ -188,16 +188,26 @@ def test_thread_lanes_give_the_same_outcomes(worker: Worker, tmp_path: Path) -> 
     assert recipients_in(tmp_path / "out") == Counter({job.email: 1 for job in work})
 
 
-def test_deliver_all_over_smtp_matches_deliver_one_by_one(
+def streamed(worker: Worker, work: list[Job]) -> list[Result]:
+    """`deliver_stream`'s results, in job order."""
+    results = {outcome.job.id: outcome.result for outcome in worker.deliver_stream(work)}
+    assert len(results) == len(work)
+    return [results[job.id] for job in work]
+
+
+def test_deliver_stream_over_smtp_matches_deliver_one_by_one(
     worker: Worker, start_server: Start
 ) -> None:
-    """The overlapped path (compose the next message while the server takes in this one)
-    gives what sending one by one gives, refusals and retries included."""
-    handler = Recorder(refuse={"lezer3@example.nl": "550 5.1.1 No such user"})
+    """The streamed path (the next message composed while the server takes in this one, and
+    with pipelining written with its envelope) gives what sending one by one gives, refusals
+    and retries included."""
+    handler = Recorder(
+        refuse={"lezer3@example.nl": "550 5.1.1 No such user", "lezer5@example.nl": "451 4.3.0 Later"}
+    )
     server, handler = start_server(handler)
     work = jobs(6)
     overlapped = replace(worker, transport=plain(server))
-    results = overlapped.deliver_all(work)
+    results = streamed(overlapped, work)
     overlapped.transport.close()
     first = list(handler.received)
     handler.received.clear()
@@ -205,20 +215,39 @@ def test_deliver_all_over_smtp_matches_deliver_one_by_one(
     expected = [one_by_one.deliver(job) for job in work]
     one_by_one.transport.close()
     assert results == expected
-    assert [r.status for r in results] == ["sent", "sent", "failed", "sent", "sent", "sent"]
+    assert [r.status for r in results] == ["sent", "sent", "failed", "sent", "failed", "sent"]
     assert results[2].suppress and "550 5.1.1" in results[2].error
+    assert results[4].error.startswith("gave up after 2 tries") and not results[4].suppress
     assert [r.data for r in first] == [r.data for r in handler.received]
 
 
-def test_deliver_all_stops_after_a_policy_block(worker: Worker, start_server: Start) -> None:
+def test_deliver_stream_stops_after_a_policy_block(worker: Worker, start_server: Start) -> None:
+    """The message after the blocked one was already composed (and with pipelining its
+    envelope written): it is not sent, and comes back released."""
     handler = Recorder(refuse_data={"lezer2@example.nl": "554 5.7.1 Blocked for spam"})
     server, handler = start_server(handler)
     lane = replace(worker, transport=plain(server), halt=threading.Event())
-    results = lane.deliver_all(jobs(4))
+    results = streamed(lane, jobs(4))
     lane.transport.close()
     assert [r.status for r in results] == ["sent", "failed", "released", "released"]
     assert "policy rejection" in results[1].pause and lane.halt.is_set()
     assert handler.recipients() == ["lezer1@example.nl"]
+
+
+def test_thread_lanes_stream_over_smtp_and_send_each_job_once(
+    worker: Worker, start_server: Start
+) -> None:
+    server, handler = start_server()
+    transport = plain(server, connections=2)
+    lanes = ThreadLanes(replace(worker, transport=transport), window=8)
+    assert lanes.describe() == "2 sending threads"
+    work = jobs(30)
+    outcomes = run(lanes, work)
+    transport.close()
+    assert sorted(o.job for o in outcomes) == work
+    assert {o.result.status for o in outcomes} == {"sent"}
+    assert Counter(handler.recipients()) == Counter({job.email: 1 for job in work})
+    assert transport.connections_opened <= 2
 
 
 def test_lanes_for_uses_threads_while_another_thread_runs(worker: Worker, tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ fake for tests. Only `make_transport` (called by the composition root) picks one
 
 A transport's `send` either returns (the message was handed over) or raises `DeliveryError`
 whose `kind` tells the caller whether a retry is safe ("transient"), pointless ("permanent") or
-may duplicate the message ("unknown").
+may duplicate the message ("unknown"). A transport may also offer `stream` (see
+`SMTPTransport.stream`): many messages over one connection, each answered in turn.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import ssl as _ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from ..errors import DeliveryError
 
@@ -47,6 +48,19 @@ class Transport(Protocol):  # pragma: no cover - a Protocol has no behaviour
     def close(self) -> None:
         """Release connections; idempotent."""
         ...
+
+
+class Outgoing(NamedTuple):
+    """One composed message for a transport's `stream`; `tag` is the caller's, given back."""
+
+    recipient: str
+    message: bytes
+    message_id: str
+    tag: object = None
+
+
+class NotSent(Exception):
+    """What a stream answers for a message it took but did not begin: it was told to stop."""
 
 
 def check_envelope(sender: str, recipient: str) -> None:
@@ -151,6 +165,8 @@ def make_transport(
 
 __all__ = [
     "MemoryTransport",
+    "NotSent",
+    "Outgoing",
     "SentMessage",
     "Transport",
     "TransportKind",

@@ -29,12 +29,13 @@ import socket
 import ssl as _ssl
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from typing import NoReturn
 
 from ..errors import DeliveryError, DeliveryErrorKind
 from ..model import WireSafe
-from . import check_envelope
+from . import NotSent, Outgoing, check_envelope
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +85,15 @@ class RateLimiter:
 
 
 class _Session:
-    """One SMTP connection and whether it may be reused."""
+    """One SMTP connection, what its server offers, and whether it may be reused."""
 
-    __slots__ = ("smtp", "usable")
+    __slots__ = ("pipelining", "size", "smtp", "usable")
 
     def __init__(self, smtp: smtplib.SMTP) -> None:
         self.smtp = smtp
         self.usable = True
+        self.pipelining = smtp.has_extn("pipelining")
+        self.size = smtp.has_extn("size")
 
 
 class _Reconnect(Exception):
@@ -191,67 +194,122 @@ class SMTPTransport:
             ValueError: a malformed envelope address.
             RuntimeError: the transport was closed.
         """
-        self.start(sender, recipient, message, message_id)()
+        for _item, error in self.stream(sender, (Outgoing(recipient, message, message_id),)):
+            if error is not None:
+                raise error
 
-    def start(
-        self, sender: str, recipient: str, message: bytes, message_id: str
-    ) -> Callable[[], None]:
-        """`send` in two halves: this one writes the whole message; the function it returns
-        waits for the server's reply to it (and raises what `send` would). In between the
-        caller can prepare its next message while the server takes in this one. The
-        connection stays taken until that function is called, which must happen exactly once.
+    def stream(
+        self,
+        sender: str,
+        messages: Iterable[Outgoing],
+        stop: Callable[[], bool] = lambda: False,
+    ) -> Iterator[tuple[Outgoing, BaseException | None]]:
+        """Send messages over one session, yielding each as it is done with None (the server
+        accepted it) or what `send` would have raised for it (a `DeliveryError`, or a
+        ValueError for a malformed address).
 
-        Raises:
-            DeliveryError: the message could not be handed over (it was not accepted).
-            ValueError, RuntimeError: as `send`.
+        `messages` is read lazily: the next message is taken (composed) while the server takes
+        in the current one. When the server offers PIPELINING each message is written together
+        with the next one's envelope, so a message costs one round trip instead of two
+        (RFC 2920 §3.1 lets message content open a pipelined group). A message is taken only
+        when it will be sent, and every message taken is answered, unless the caller stops
+        iterating. Once `stop()` is true no further message is begun: those taken are answered
+        `NotSent`. Either way a session with an envelope in flight is then closed, which aborts
+        that transaction (RFC 5321 §4.1.1.4); it is never ended empty.
+
+        Nothing is retried here except once on a new session when the old one was lost before
+        any of the message was accepted (as `send`). The session is this stream's until it
+        ends, so a caller retries transient failures with `send` afterwards.
+
+        Raises (when iterated):
+            RuntimeError: the transport was closed.
         """
-        check_envelope(sender, recipient)
         if self._closed:
             raise RuntimeError("the SMTP transport is closed")
-        data = _wire_format(message)
-        self.limiter.acquire()
+        source = iter(messages)
+        rejected: list[tuple[Outgoing, BaseException]] = []
+        ahead: deque[Outgoing] = deque()  # taken, not yet begun
+
+        def take(count: int) -> None:
+            """Take messages until `count` are ahead (or there are no more)."""
+            while len(ahead) < count:
+                item = next(source, None)
+                if item is None:
+                    return
+                try:
+                    check_envelope(sender, item.recipient)
+                except ValueError as exc:
+                    rejected.append((item, exc))
+                    continue
+                ahead.append(item)
+
         self._slots.acquire()
         session = self._checkout()
+        in_flight = False  # the envelope of `current` was written, its replies not yet read
         try:
-            for attempt in (1, 2):
-                if session is None:
-                    session = self._connect(recipient)
-                try:
-                    self._envelope_and_data(session, sender, recipient, data, len(message))
+            while True:
+                take(1)
+                while rejected:
+                    yield rejected.pop(0)
+                if not ahead:
                     break
-                except _Reconnect as lost:
-                    session.usable = False
-                    self._discard(session)
-                    session = None
-                    logger.info(
-                        "SMTP session lost before sending %s (%s); attempt %d",
-                        message_id,
-                        lost.reason,
-                        attempt,
-                    )
-                    if attempt == 2:
-                        raise DeliveryError(
-                            recipient,
-                            f"server closed the connection twice: {lost.reason}",
-                            kind="transient",
-                            code=lost.code,
-                        ) from None
-        except BaseException:
+                if stop():
+                    while ahead:
+                        yield ahead.popleft(), NotSent()
+                    return
+                current = ahead.popleft()
+                error: BaseException | None = None
+                for attempt in (1, 2):
+                    try:
+                        if not in_flight:
+                            self.limiter.acquire()
+                            session = session or self._connect(current.recipient)
+                            if self._write_envelope(session, sender, current):
+                                take(1)  # composed while the server answers, to follow it
+                        in_flight = False
+                        assert session is not None
+                        self._envelope_replies(session, sender, current)
+                    except _Reconnect as lost:
+                        self._lose(session)
+                        session = None
+                        logger.info(
+                            "SMTP session lost before sending %s (%s); attempt %d",
+                            current.message_id, lost.reason, attempt,
+                        )
+                        if attempt == 2:
+                            error = DeliveryError(
+                                current.recipient,
+                                f"server closed the connection twice: {lost.reason}",
+                                kind="transient",
+                                code=lost.code,
+                            )
+                    except DeliveryError as exc:  # refused, or no session to be had
+                        error = exc
+                        break
+                    else:
+                        break
+                if error is None:
+                    assert session is not None
+                    following = ahead[0] if ahead and session.pipelining else None
+                    if following is not None:
+                        self.limiter.acquire()
+                    try:
+                        self._write_message(session, sender, current, following)
+                        in_flight = following is not None
+                        take(2 if in_flight else 1)  # composed while the server takes it in
+                        self._final_reply(session, current.recipient)
+                    except DeliveryError as exc:
+                        error = exc
+                if session is not None and not session.usable:
+                    self._lose(session)
+                    session, in_flight = None, False
+                yield current, error
+        finally:
             if session is not None:
+                if in_flight:  # an envelope nobody will follow up: close, aborting it
+                    session.usable = False
                 self._checkin(session)
             self._slots.release()
-            raise
-        assert session is not None
-        taken = session
-
-        def finish() -> None:
-            try:
-                self._final_reply(taken, recipient)
-            finally:
-                self._checkin(taken)
-                self._slots.release()
-
-        return finish
 
     def split(self) -> list[SMTPTransport]:
         """One single-connection transport per connection, the rate shared out evenly: for
@@ -293,6 +351,12 @@ class SMTPTransport:
                     self._idle.append(session)
                     return
         self._discard(session)
+
+    def _lose(self, session: _Session | None) -> None:
+        """Close a session that is out of step or gone, without a QUIT."""
+        if session is not None:
+            session.usable = False
+            self._discard(session)
 
     def _discard(self, session: _Session) -> None:
         smtp = session.smtp
@@ -353,50 +417,83 @@ class SMTPTransport:
         return _Session(smtp)
 
     # --- one message ---------------------------------------------------------------------------
-    def _envelope_and_data(
-        self, session: _Session, sender: str, recipient: str, data: bytes, size: int
-    ) -> None:
-        smtp = session.smtp
-        size_option = f" SIZE={size}" if smtp.has_extn("size") else ""
+    def _write_envelope(self, session: _Session, sender: str, item: Outgoing) -> bool:
+        """With PIPELINING, write MAIL, RCPT and DATA at once (RFC 2920): True. Without it the
+        envelope is a command at a time (`_envelope_replies`): False, nothing written."""
+        if not session.pipelining:
+            return False
+        _write(session.smtp, "".join(self._envelope(session, sender, item)))
+        return True
+
+    def _envelope(self, session: _Session, sender: str, item: Outgoing) -> tuple[str, str, str]:
         # smtplib's mail()/rcpt() re-parse each address with email.utils (~30 µs each); the
         # envelope was already checked to be a plain address (check_envelope), so write it as is.
-        commands = (
+        size_option = f" SIZE={len(item.message)}" if session.size else ""
+        return (
             f"MAIL FROM:<{sender}>{size_option}\r\n",
-            f"RCPT TO:<{recipient}>\r\n",
+            f"RCPT TO:<{item.recipient}>\r\n",
             "DATA\r\n",
         )
+
+    def _envelope_replies(self, session: _Session, sender: str, item: Outgoing) -> None:
+        """The envelope's replies (pipelined: it was written; else one command at a time): on
+        return the server awaits the message. A refusal raises DeliveryError with the session
+        back in step (RSET); a lost session or a 421 raises _Reconnect."""
+        smtp = session.smtp
+        recipient = item.recipient
         rcpt: tuple[int, bytes] | None = None
         data_reply: tuple[int, bytes] | None = None
-        if smtp.has_extn("pipelining"):
-            # RFC 2920: the envelope and DATA in one write, the three replies read after it:
-            # one round trip instead of three (twice the rate on a fast link, more on a slow one).
-            mail, rcpt, data_reply = _before_data(smtp, "".join(commands), 3)
+        if session.pipelining:
+            mail, rcpt, data_reply = _replies(smtp, 3)
         else:
-            (mail,) = _before_data(smtp, commands[0], 1)
+            commands = self._envelope(session, sender, item)
+            _write(smtp, commands[0])
+            (mail,) = _replies(smtp, 1)
             if mail[0] == 250:
-                (rcpt,) = _before_data(smtp, commands[1], 1)
+                _write(smtp, commands[1])
+                (rcpt,) = _replies(smtp, 1)
                 if rcpt[0] in (250, 251):
-                    (data_reply,) = _before_data(smtp, commands[2], 1)
+                    _write(smtp, commands[2])
+                    (data_reply,) = _replies(smtp, 1)
         accepted = mail[0] == 250 and rcpt is not None and rcpt[0] in (250, 251)
-        if not accepted or data_reply is None or data_reply[0] != 354:
-            if data_reply is not None and data_reply[0] == 354:
-                # A server that starts the data phase without an accepted recipient: end it
-                # empty, so the session is back in step.
-                self._end_empty_data(session)
-            self._reset(session)
-            if mail[0] != 250:
-                # Not the recipient's fault: a refused sender would refuse every recipient.
-                _refused(recipient, f"sender {sender} refused", *mail, kind="transient")
-            if rcpt is not None and rcpt[0] not in (250, 251):
-                _refused(recipient, "recipient refused", *rcpt)
-            assert data_reply is not None
-            _refused(recipient, "DATA refused", *data_reply)
+        if accepted and data_reply is not None and data_reply[0] == 354:
+            return
+        if data_reply is not None and data_reply[0] == 354:
+            # A server that starts the data phase without an accepted recipient: end it
+            # empty, so the session is back in step.
+            self._end_empty_data(session)
+        self._reset(session)
+        if mail[0] != 250:
+            # Not the recipient's fault: a refused sender would refuse every recipient.
+            _refused(recipient, f"sender {sender} refused", *mail, kind="transient")
+        if rcpt is not None and rcpt[0] not in (250, 251):
+            _refused(recipient, "recipient refused", *rcpt)
+        assert data_reply is not None
+        _refused(recipient, "DATA refused", *data_reply)
+
+    def _write_message(
+        self, session: _Session, sender: str, item: Outgoing, following: Outgoing | None
+    ) -> None:
+        """The message and its end, then the following message's envelope if any, in one
+        write. A write that fails before the end of the message is transient (the server cannot
+        have accepted it); after it, "unknown" (it may have)."""
+        data = _wire_format(item.message)
+        payload = data
+        if following is not None:
+            payload += "".join(self._envelope(session, sender, following)).encode("ascii")
+        sock = session.smtp.sock
+        assert sock is not None  # a usable session is connected
+        view = memoryview(payload)
+        written = 0
         try:
-            smtp.send(data)
-        except (OSError, smtplib.SMTPException) as exc:
-            # The final "." was not written, so the server cannot have accepted the message.
+            while written < len(payload):
+                written += sock.send(view[written:])
+        except OSError as exc:
             session.usable = False
-            _fail(recipient, f"connection lost while sending the message: {_describe(exc)}", exc)
+            if written < len(data):
+                lost = f"connection lost while sending the message: {_describe(exc)}"
+                _fail(item.recipient, lost, exc)
+            raise _unknown(item.recipient, exc) from exc
 
     def _final_reply(self, session: _Session, recipient: str) -> None:
         smtp = session.smtp
@@ -404,12 +501,7 @@ class SMTPTransport:
             code, reply = smtp.getreply()
         except (OSError, smtplib.SMTPException) as exc:
             session.usable = False
-            raise DeliveryError(
-                recipient,
-                "connection lost after the message was sent, before the server replied; it may"
-                f" have been delivered ({_describe(exc)})",
-                kind="unknown",
-            ) from exc
+            raise _unknown(recipient, exc) from exc
         if code == 250:
             return
         if code == 421 or not 400 <= code < 600:
@@ -433,18 +525,34 @@ class SMTPTransport:
             session.usable = False
 
 
-def _before_data(smtp: smtplib.SMTP, commands: str, replies: int) -> list[tuple[int, bytes]]:
-    """Write commands of the envelope phase and read their replies; a lost session or a 421
-    means "try another one" (nothing of the message was accepted yet)."""
+def _write(smtp: smtplib.SMTP, commands: str) -> None:
+    """Commands of the envelope phase; a lost session means "try another one" (nothing of the
+    message was accepted yet)."""
     try:
         smtp.send(commands.encode("ascii"))
-        answers = [smtp.getreply() for _ in range(replies)]
+    except (OSError, smtplib.SMTPServerDisconnected) as exc:
+        raise _Reconnect(_describe(exc)) from exc
+
+
+def _replies(smtp: smtplib.SMTP, count: int) -> list[tuple[int, bytes]]:
+    """Replies of the envelope phase; a lost session or a 421 means "try another one"."""
+    try:
+        answers = [smtp.getreply() for _ in range(count)]
     except (OSError, smtplib.SMTPServerDisconnected) as exc:
         raise _Reconnect(_describe(exc)) from exc
     for code, reply in answers:
         if code == 421:
             raise _Reconnect(f"{code} {_text(reply)}", code)
     return answers
+
+
+def _unknown(recipient: str, exc: BaseException) -> DeliveryError:
+    return DeliveryError(
+        recipient,
+        "connection lost after the message was sent, before the server replied; it may"
+        f" have been delivered ({_describe(exc)})",
+        kind="unknown",
+    )
 
 
 def _kind(code: int) -> DeliveryErrorKind:
