@@ -407,11 +407,6 @@ def send_rows(m: Measurements) -> list[Row]:
         rows.append((who, "send rate to a loopback sink", _spread(send["rate"], "msg/s"), "–", "–"))
         rows.append((who, "sink ceiling (replayed messages)", _spread(send["ceiling"], "msg/s"), "–", "–"))
         rows.append((who, "send rate / ceiling", _spread(send["ratio"], "%", 100), "–", "–"))
-        if "ceiling_one_round_trip" in send:  # absent in the JSON of older checkouts (--project)
-            rows.append((who, "ceiling at one round trip per message",
-                         _spread(send["ceiling_one_round_trip"], "msg/s"), "–", "–"))
-            rows.append((who, "send rate / that ceiling",
-                         _spread(send["ratio_one_round_trip"], "%", 100), "–", "–"))
         rows.append((who, "peak RSS of the sender", _spread(send["peak_rss_mb"], "MB"), "–", "–"))
     return rows
 

@@ -12,12 +12,10 @@ run:
 
 - ceiling: a fresh process replays one pre-built message of the same issue (the bytes
   `Personalizer.compose` gives, in wire format) N times over the same number of connections
-  (one thread each, raw sockets, the same exchange as the transport: MAIL, RCPT and DATA
-  pipelined in one write when the sink offers PIPELINING, the message, its reply), so it
-  measures what the sink and loopback allow a Python SMTP client speaking our exchange;
-- ceiling at one round trip per message: the same client writing each message together with
-  the next envelope (RFC 2920 lets message content open a pipelined group), which our transport
-  does not do: what any client could get from this sink;
+  (one thread each, raw sockets, the same exchange as the transport: when the sink offers
+  PIPELINING, MAIL, RCPT and DATA in one write and each message written together with the next
+  envelope, one round trip per message; else a command at a time), so it measures what the
+  sink and loopback allow a Python SMTP client with nothing else to do;
 - send: `python -m newsletter send beslissers --now 2026-11-30T08:00` in a fresh process.
 
 The sink (`bench/smtp_sink.py`, its own process, `--sink asyncio` by default: a minimal
@@ -186,12 +184,12 @@ def run_send(site: Path, sink: Sink, size: int, profile: Path | None = None) -> 
     return Measured(wall, (messages - 1) / span if span > 0 else float("nan"), rss)
 
 
-def run_ceiling(message: Path, sink: Sink, size: int, connections: int, exchange: str) -> Measured:
+def run_ceiling(message: Path, sink: Sink, size: int, connections: int) -> Measured:
     sink.reset()
     start = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, str(HERE / "send.py"), "--replay", str(message), "--port", str(sink.port),
-         "--count", str(size), "--replay-connections", str(connections), "--replay-exchange", exchange],
+         "--count", str(size), "--replay-connections", str(connections)],
     )
     code, rss = wait_rusage(process)
     wall = time.perf_counter() - start
@@ -203,13 +201,12 @@ def run_ceiling(message: Path, sink: Sink, size: int, connections: int, exchange
     return Measured(wall, (messages - 1) / span if span > 0 else float("nan"), rss)
 
 
-def replay(message: Path, port: int, count: int, connections: int, exchange: str = "transport") -> None:
+def replay(message: Path, port: int, count: int, connections: int) -> None:
     """The ceiling client: `count` copies of one message over `connections` connections, on raw
-    sockets with the least work per message. It speaks the same exchange as the transport: the
-    envelope and DATA pipelined in one write when the sink offers PIPELINING, else one command
-    at a time; then the message and its reply. `exchange="next-envelope"` writes each message
-    together with the next envelope instead (one round trip per message, not two): what a
-    transport that did that could reach; ours does not (yet)."""
+    sockets with the least work per message. It speaks the transport's exchange: with
+    PIPELINING the envelope in one write and each message written with the next envelope (RFC
+    2920 lets message content open a group), so one round trip per message; without it, a
+    command at a time."""
     data = message.read_bytes()  # already in wire format (CRLF, no dot to stuff, ending ".\r\n")
     shares = [count // connections + (1 if i < count % connections else 0) for i in range(connections)]
     starts = [sum(shares[:i]) for i in range(connections)]
@@ -245,9 +242,7 @@ def replay(message: Path, port: int, count: int, connections: int, exchange: str
                     raise RuntimeError(f"envelope refused: {codes}")
 
             last = first + share - 1
-            if exchange == "next-envelope" and pipelining:
-                # One round trip per message: the message goes out with the next envelope in
-                # one write (RFC 2920 lets message content open a group), then their replies.
+            if pipelining:
                 sock.sendall("".join(envelope(first)).encode())
                 accepted([reply(), reply(), reply()])
                 for number in range(first, last + 1):
@@ -259,14 +254,10 @@ def replay(message: Path, port: int, count: int, connections: int, exchange: str
                         accepted([reply(), reply(), reply()])
             else:
                 for number in range(first, last + 1):
-                    if pipelining:
-                        sock.sendall("".join(envelope(number)).encode())
-                        codes = [reply(), reply(), reply()]
-                    else:
-                        codes = []
-                        for command in envelope(number):
-                            sock.sendall(command.encode())
-                            codes.append(reply())
+                    codes = []
+                    for command in envelope(number):
+                        sock.sendall(command.encode())
+                        codes.append(reply())
                     accepted(codes)
                     sock.sendall(data)
                     if reply() != 250:
@@ -354,10 +345,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--replay-connections", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--replay-exchange", default="transport", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.replay:
-        replay(args.replay, args.port, args.count, args.replay_connections, args.replay_exchange)
+        replay(args.replay, args.port, args.count, args.replay_connections)
         return
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
@@ -387,19 +377,16 @@ def main() -> None:
                 write_config(site, sink.port, connections)
                 sends: list[Measured] = []
                 ceilings: list[Measured] = []
-                strict: list[Measured] = []  # the ceiling at one round trip per message
                 for run in range(args.runs):
                     send_first = not message.exists()  # the ceiling replays a message it sent
                     if send_first:
                         sends.append(run_send(site, sink, size))
                         compose_costs(site, 10, message)
-                    ceilings.append(run_ceiling(message, sink, size, connections, "transport"))
-                    strict.append(run_ceiling(message, sink, size, connections, "next-envelope"))
+                    ceilings.append(run_ceiling(message, sink, size, connections))
                     if not send_first:
                         sends.append(run_send(site, sink, size))
                     print(f"  n={size} c={connections} run {run + 1}: send {sends[-1].wall:.2f} s, "
-                          f"{sends[-1].rate:,.0f} msg/s, ceiling {ceilings[-1].rate:,.0f} msg/s "
-                          f"({strict[-1].rate:,.0f} at one round trip per message), "
+                          f"{sends[-1].rate:,.0f} msg/s, ceiling {ceilings[-1].rate:,.0f} msg/s, "
                           f"peak RSS {sends[-1].peak_rss:.0f} MB", flush=True)
                 if args.profile:
                     folder = Path(args.profile)
@@ -409,13 +396,10 @@ def main() -> None:
                     profiles.append(f"profile of one send, n={size} c={connections} ({target}):\n"
                                     + pyspy.summary(target, top=8))
                 ratios = [s.rate / c.rate for s, c in zip(sends, ceilings, strict=True)]
-                strict_ratios = [s.rate / c.rate for s, c in zip(sends, strict, strict=True)]
                 results["sends"].append({  # type: ignore[attr-defined]
                     "subscribers": size, "connections": connections,
                     "wall_s": [s.wall for s in sends], "rate": [s.rate for s in sends],
                     "ceiling": [c.rate for c in ceilings], "ratio": ratios,
-                    "ceiling_one_round_trip": [c.rate for c in strict],
-                    "ratio_one_round_trip": strict_ratios,
                     "peak_rss_mb": [s.peak_rss for s in sends],
                 })
                 rows.append(
@@ -424,8 +408,6 @@ def main() -> None:
                     f"{spread([size / s.wall for s in sends], lambda v: f'{v:,.0f}'):>21} | "
                     f"{spread([c.rate for c in ceilings], lambda v: f'{v:,.0f}'):>21} | "
                     f"{spread([r * 100 for r in ratios], lambda v: f'{v:.0f}'):>12} | "
-                    f"{spread([c.rate for c in strict], lambda v: f'{v:,.0f}'):>21} | "
-                    f"{spread([r * 100 for r in strict_ratios], lambda v: f'{v:.0f}'):>12} | "
                     f"{spread([s.peak_rss for s in sends], lambda v: f'{v:.0f}'):>13}"
                 )
             if not compose_line:
@@ -444,11 +426,9 @@ def main() -> None:
     print()
     print(f"newsletter send -> {args.sink} sink on 127.0.0.1 (other process); {runs}")
     print("msg/s: sink-side, first to last message; e2e: subscribers / wall of the whole command; "
-          "ratio: msg/s / ceiling; 1-RT: the ceiling of a client that writes each message with the "
-          "next envelope (one round trip per message)")
+          "ratio: msg/s / ceiling")
     print(f"{'subscribers':>11} | {'conns':>5} | {'send wall s':>19} | {'msg/s':>21} | "
-          f"{'e2e msg/s':>21} | {'ceiling msg/s':>21} | {'ratio %':>12} | {'1-RT ceiling':>21} | "
-          f"{'1-RT ratio %':>12} | {'peak RSS MB':>13}")
+          f"{'e2e msg/s':>21} | {'ceiling msg/s':>21} | {'ratio %':>12} | {'peak RSS MB':>13}")
     for row in rows:
         print(row)
     print(compose_line)
