@@ -3,7 +3,10 @@ sending process per connection.
 
 `sending.send_issue` keeps the ledger (claims, outcomes, the in-flight window) in its own thread
 and gives claimed deliveries to a lanes object; lanes compose and send them and give back one
-`Outcome` per delivery, in any order.
+`Outcome` per delivery, in any order. Each thread or process streams (`Worker.deliver_stream`):
+it keeps its connection going for as long as deliveries are waiting, composing each message
+while the server takes in the one before, so a message costs one round trip where the server
+offers PIPELINING.
 
 - `ThreadLanes`: `transport.parallelism` threads in this process. Works with any transport and
   in any process (the scheduler's, the web server's).
@@ -476,9 +479,9 @@ def _stream_chunks(conn: Connection, worker: Worker, first: list[Job], flush: in
                 chunk = None
         ended = True
 
-    results: list[tuple[int, tuple[str, str, str, str, bool]]] = []
+    results: list[tuple[int, tuple[str | bool, ...]]] = []  # plain tuples pickle smaller
     for outcome in worker.deliver_stream(jobs()):
-        results.append((outcome.job.id, tuple(outcome.result)))  # type: ignore[arg-type]
+        results.append((outcome.job.id, tuple(outcome.result)))
         if len(results) >= flush:
             conn.send(results)
             results = []

@@ -1035,3 +1035,33 @@ def test_a_stream_on_a_closed_transport_raises(start_server: Start) -> None:
     transport.close()
     with pytest.raises(RuntimeError, match="closed"):
         next(transport.stream(SENDER, [outgoing(1)]))
+
+
+def test_a_stream_whose_messages_fail_mid_exchange_never_reuses_that_session(
+    start_server: Start,
+) -> None:
+    """Taking the next message can fail while the server still owes replies (with pipelining,
+    the next envelope's too). That session is closed, so a later message can never read those
+    replies as its own and have its content delivered under another envelope."""
+    server, handler = start_server()
+
+    def failing() -> Iterator[Outgoing]:
+        yield outgoing(1)
+        yield outgoing(2)
+        raise RuntimeError("composing failed")
+
+    with plain(server) as transport:
+        answers = transport.stream(SENDER, failing())
+        with pytest.raises(RuntimeError, match="composing failed"):
+            for _answer in answers:
+                pass
+        sent = send(transport, 4)
+        opened = transport.connections_opened
+    assert opened == 2
+    assert handler.recipients().count("lezer4@example.nl") == 1
+    assert handler.recipients()[-1] == "lezer4@example.nl" and handler.received[-1].data == sent
+    # Without pipelining the second message was written whole before its reply was due, so the
+    # server took it (the caller has to count it unknown); with pipelining only its envelope
+    # was, and closing the session aborted it.
+    expected = ["lezer1@example.nl"] + ([] if handler.pipelining else ["lezer2@example.nl"])
+    assert handler.recipients()[:-1] == expected

@@ -246,6 +246,7 @@ class SMTPTransport:
         self._slots.acquire()
         session = self._checkout()
         in_flight = False  # the envelope of `current` was written, its replies not yet read
+        settled = True  # False while a message is under way: an error then leaves replies unread
         try:
             while True:
                 take(1)
@@ -259,12 +260,14 @@ class SMTPTransport:
                     return
                 current = ahead.popleft()
                 error: BaseException | None = None
+                settled = False
                 for attempt in (1, 2):
                     try:
                         if not in_flight:
                             self.limiter.acquire()
                             session = session or self._connect(current.recipient)
-                            if self._write_envelope(session, sender, current):
+                            in_flight = self._write_envelope(session, sender, current)
+                            if in_flight:
                                 take(1)  # composed while the server answers, to follow it
                         in_flight = False
                         assert session is not None
@@ -303,10 +306,11 @@ class SMTPTransport:
                 if session is not None and not session.usable:
                     self._lose(session)
                     session, in_flight = None, False
+                settled = True
                 yield current, error
         finally:
             if session is not None:
-                if in_flight:  # an envelope nobody will follow up: close, aborting it
+                if in_flight or not settled:  # replies nobody will read: close (aborting)
                     session.usable = False
                 self._checkin(session)
             self._slots.release()
