@@ -187,6 +187,24 @@ def fast_front_matter(fm: str) -> dict[Any, Any] | None:
 
 
 class _YAML(YAMLHandler):
+    # The closing boundary, matched where a line starts, as FM_BOUNDARY would match it there.
+    _CLOSING = re.compile(r"-{3,}\s*$", re.MULTILINE)
+
+    def split(self, text: str) -> tuple[str, str]:
+        """FM_BOUNDARY.split (`^-{3,}\\s*$`, multiline) without scanning every character of the
+        front matter for a line start (~3.6 µs a file): for the usual "---" line followed by a
+        line that is not blank, the closing line is the first one starting with "---", which
+        `str.find` finds; that line is matched with the same pattern. Anything else (a first
+        line "----" or "---  ", a blank line after it, a "---x" line before the closing one)
+        goes through the regex, so the split, and the line numbers of YAML errors, are the
+        same."""
+        if text.startswith("---\n") and not text[4:5].isspace():
+            first = text.find("\n---", 3)
+            closing = self._CLOSING.match(text, first + 1) if first >= 0 else None
+            if closing is not None:
+                return text[3 : first + 1], text[closing.end() :]
+        return super().split(text)
+
     def load(self, fm: str, **kwargs: object) -> Any:
         fast = fast_front_matter(fm)
         if fast is not None:

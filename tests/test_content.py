@@ -1178,3 +1178,36 @@ def test_a_plain_heading_skips_the_cleaner_only_where_it_changes_nothing(text: s
     assert content_module._sanitized_heading(heading, "https://example.nl/a/") == (
         content_module.sanitize(heading, "https://example.nl/a/")
     )
+
+
+_boundary_texts = st.lists(
+    st.sampled_from(
+        ["---", "----", "-", "\n", " ", "\t", "\x0b", "\x1c", "\u2028", "a: 1", "x", ":", "---x"]
+    ),
+    max_size=14,
+).map("".join)
+_boundary_texts = st.one_of(_boundary_texts, _boundary_texts.map("---\n".__add__))  # the fast path
+
+
+@settings(max_examples=3000, deadline=None, database=None)
+@given(text=_boundary_texts)
+@example(text="---\na: 1\n---\nbody")
+@example(text="---\n\n---\n")
+@example(text="---\na\n---  \n  \nbody")
+@example(text="---\na\n---x\n---\nb")
+@example(text="---\n---")
+def test_the_yaml_split_is_python_frontmatters(text: str) -> None:
+    """The fast path of the YAML boundary gives what python-frontmatter's regex split gives
+    (or fails the same way), for any text, so front matter, body and error lines stay put."""
+    from frontmatter.default_handlers import YAMLHandler
+
+    ours = content_module._YAML()
+    try:
+        expected: tuple[str, str] | str = YAMLHandler().split(text)
+    except ValueError:
+        expected = "no closing line"
+    try:
+        got: tuple[str, str] | str = ours.split(text)
+    except ValueError:
+        got = "no closing line"
+    assert got == expected
