@@ -2,7 +2,7 @@
 """Benchmark `newsletter send`: subscribers -> SMTP sink on 127.0.0.1, against the sink's ceiling.
 
     python bench/send.py [--sizes 10000,100000] [--connections 1,2] [--runs 3] [--sink asyncio]
-                         [--profile DIR]
+                         [--batch-size N] [--against CHECKOUT] [--profile DIR]
 
 For each size N a copy of the sample site (content, templates, config.toml with
 `[delivery] transport = "smtp"` pointed at the sink) gets N active `beslissers` subscribers
@@ -17,6 +17,11 @@ run:
   envelope, one round trip per message; else a command at a time), so it measures what the
   sink and loopback allow a Python SMTP client with nothing else to do;
 - send: `python -m newsletter send beslissers --now 2026-11-30T08:00` in a fresh process.
+
+`--batch-size N` sets `delivery.batch_size` (the in-flight window; default 50). `--against
+CHECKOUT` (e.g. one made with `git worktree add ../before <commit>`) also sends with that
+checkout's code (through PYTHONPATH, byte-compiled too) in every run, the two taking turns,
+and prints both medians: this machine's speed drifts more than most changes are worth.
 
 The sink (`bench/smtp_sink.py`, its own process, `--sink asyncio` by default: a minimal
 asyncio.Protocol responder; `--sink aiosmtpd` for aiosmtpd) timestamps the first and last message
@@ -105,10 +110,11 @@ class Sink:
 
 
 # --- the site ------------------------------------------------------------------------------------
-def write_config(site: Path, port: int, connections: int) -> Path:
+def write_config(site: Path, port: int, connections: int, batch_size: int | None = None) -> Path:
     text = without_tables((REPO / "config.toml").read_text(encoding="utf-8"),
                            {"delivery", "delivery.smtp", "store"})
-    text += smtp_tables(port, connections, timeout=30)
+    delivery = f"batch_size = {batch_size}" if batch_size else ""
+    text += smtp_tables(port, connections, timeout=30, delivery=delivery)
     text += '\n[store]\nurl = "sqlite:///newsletter.db"\n'
     path = site / "config.toml"
     path.write_text(text, encoding="utf-8")
@@ -140,9 +146,12 @@ def fresh_database(site: Path) -> None:
     shutil.copyfile(site / "base.db", site / "newsletter.db")
 
 
-def send_env() -> dict[str, str]:
+def send_env(project: Path | None = None) -> dict[str, str]:
+    """The environment of a send; with `project`, that checkout's code is imported."""
     env = dict(os.environ)
     env["NEWSLETTER_SECRET_KEY"] = SECRET
+    if project is not None:
+        env["PYTHONPATH"] = str(project)
     return env
 
 
@@ -161,7 +170,9 @@ def wait_rusage(process: subprocess.Popen[bytes]) -> tuple[int, float]:
     return process.returncode, usage.ru_maxrss / 1024
 
 
-def run_send(site: Path, sink: Sink, size: int, profile: Path | None = None) -> Measured:
+def run_send(
+    site: Path, sink: Sink, size: int, profile: Path | None = None, project: Path | None = None
+) -> Measured:
     fresh_database(site)
     sink.reset()
     command = [sys.executable, "-m", "newsletter", "send", AUDIENCE, "--now", SEND_NOW,
@@ -171,7 +182,7 @@ def run_send(site: Path, sink: Sink, size: int, profile: Path | None = None) -> 
                    "raw", "--output", str(profile), "--", *command]
     with (site / "send.out").open("wb") as out, (site / "send.err").open("wb") as err:
         start = time.perf_counter()
-        process = subprocess.Popen(command, cwd=site, env=send_env(), stdout=out, stderr=err)
+        process = subprocess.Popen(command, cwd=site, env=send_env(project), stdout=out, stderr=err)
         code, rss = wait_rusage(process)
         wall = time.perf_counter() - start
     output = (site / "send.out").read_text(encoding="utf-8")
@@ -335,6 +346,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sink", choices=["asyncio", "aiosmtpd"], default="asyncio")
     parser.add_argument("--compose-calls", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, help="delivery.batch_size (default: the config's, 50)")
+    parser.add_argument("--against", type=Path, metavar="CHECKOUT",
+                        help="also send with this checkout's code in every run, alternating")
     parser.add_argument("--profile", metavar="DIR",
                         help="also profile one extra send per size and connection count with py-spy "
                              "(every process: the ledger and the sending processes) into DIR")
@@ -355,6 +369,9 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     connection_counts = [int(c) for c in args.connections.split(",")]
     byte_compile(REPO)
+    against = args.against.resolve() if args.against else None
+    if against is not None:
+        byte_compile(against)
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-send-"))
     root.mkdir(parents=True, exist_ok=True)
     sink = Sink(args.sink)
@@ -364,6 +381,7 @@ def main() -> None:
     results: dict[str, object] = {"runs": args.runs, "sends": []}
     compose_line = ""
     profiles: list[str] = []
+    comparisons: list[str] = []
     try:
         for size in sizes:
             site = root / f"n{size}"
@@ -374,8 +392,9 @@ def main() -> None:
             print(f"{size} subscribers imported in {seconds:.1f} s", flush=True)
             message = site / "message.eml"
             for connections in connection_counts:
-                write_config(site, sink.port, connections)
+                write_config(site, sink.port, connections, args.batch_size)
                 sends: list[Measured] = []
+                others: list[Measured] = []  # --against
                 ceilings: list[Measured] = []
                 for run in range(args.runs):
                     send_first = not message.exists()  # the ceiling replays a message it sent
@@ -383,11 +402,22 @@ def main() -> None:
                         sends.append(run_send(site, sink, size))
                         compose_costs(site, 10, message)
                     ceilings.append(run_ceiling(message, sink, size, connections))
+                    if against is not None and run % 2 == 0:
+                        others.append(run_send(site, sink, size, project=against))
                     if not send_first:
                         sends.append(run_send(site, sink, size))
+                    if against is not None and run % 2 == 1:
+                        others.append(run_send(site, sink, size, project=against))
+                    other = f", against {others[-1].rate:,.0f} msg/s" if others else ""
                     print(f"  n={size} c={connections} run {run + 1}: send {sends[-1].wall:.2f} s, "
-                          f"{sends[-1].rate:,.0f} msg/s, ceiling {ceilings[-1].rate:,.0f} msg/s, "
+                          f"{sends[-1].rate:,.0f} msg/s{other}, ceiling {ceilings[-1].rate:,.0f} msg/s, "
                           f"peak RSS {sends[-1].peak_rss:.0f} MB", flush=True)
+                if others:
+                    mine, theirs = (statistics.median(m.rate for m in group) for group in (sends, others))
+                    comparisons.append(
+                        f"{size:>11,} | {connections:>5} | {spread([m.rate for m in others], lambda v: f'{v:,.0f}'):>21} | "
+                        f"{spread([m.rate for m in sends], lambda v: f'{v:,.0f}'):>21} | {(mine / theirs - 1) * 100:+6.1f}%"
+                    )
                 if args.profile:
                     folder = Path(args.profile)
                     folder.mkdir(parents=True, exist_ok=True)
@@ -432,6 +462,11 @@ def main() -> None:
     for row in rows:
         print(row)
     print(compose_line)
+    if comparisons:
+        print(f"\nalternating with {against} ({runs}): msg/s of its code, then of this checkout's")
+        print(f"{'subscribers':>11} | {'conns':>5} | {'against':>21} | {'this':>21} | change")
+        for row in comparisons:
+            print(row)
     for text in profiles:
         print(text)
     if args.json:
