@@ -481,10 +481,11 @@ class SMTPTransport:
         """The message and its end, then the following message's envelope if any, in one
         write. A write that fails before the end of the message is transient (the server cannot
         have accepted it); after it, "unknown" (it may have)."""
-        data = _wire_format(item.message)
-        payload = data
+        after = b""
         if following is not None:
-            payload += "".join(self._envelope(session, sender, following)).encode("ascii")
+            after = "".join(self._envelope(session, sender, following)).encode("ascii")
+        payload = _wire_format(item.message, after)  # one copy of the ~30 KB message, not two
+        end = len(payload) - len(after)  # where the message's end-of-data line ends
         sock = session.smtp.sock
         assert sock is not None  # a usable session is connected
         view = memoryview(payload)
@@ -494,7 +495,7 @@ class SMTPTransport:
                 written += sock.send(view[written:])
         except OSError as exc:
             session.usable = False
-            if written < len(data):
+            if written < end:
                 lost = f"connection lost while sending the message: {_describe(exc)}"
                 _fail(item.recipient, lost, exc)
             raise _unknown(item.recipient, exc) from exc
@@ -594,11 +595,12 @@ def _text(reply: bytes | str) -> str:
     return " ".join(text.split())
 
 
-def _wire_format(message: bytes) -> bytes:
+def _wire_format(message: bytes, after: bytes = b"") -> bytes:
     """CRLF line ends (a bare LF could end the DATA early on some servers: SMTP smuggling),
-    leading dots doubled (RFC 5321 §4.5.2) and the end-of-data line."""
+    leading dots doubled (RFC 5321 §4.5.2) and the end-of-data line; then `after` (what is
+    written with it)."""
     if type(message) is WireSafe:  # made so by MessageTemplate: scanning 30 KB costs ~70 µs
-        return message + b".\r\n"
+        return b"".join((message, b".\r\n", after))
     crlf = message.count(b"\r\n")
     if message.count(b"\r") != crlf or message.count(b"\n") != crlf:  # a bare CR or LF: rare
         message = _LINE_END.sub(b"\r\n", message)
@@ -608,7 +610,7 @@ def _wire_format(message: bytes) -> bytes:
         data = b"." + data
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
-    return data + b".\r\n"
+    return b"".join((data, b".\r\n", after))
 
 
 __all__ = ["RateLimiter", "SMTPTransport"]
