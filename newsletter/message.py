@@ -70,6 +70,10 @@ _QP_MAP: dict[int, str] = {
     byte: chr(byte) if (33 <= byte <= 126 and byte != 61) or byte in (9, 32) else f"={byte:02X}"
     for byte in range(256)
 }
+# Text made only of characters _QP_MAP keeps as they are: its QP encoding is itself.
+_QP_PLAIN = re.compile(r"[\t !-<>-~]*")
+# A URL _check_url accepts at a glance: http(s), printable ASCII, no space.
+_PLAIN_URL = re.compile(r"https?://[!-~]*")
 _UTF8 = Charset("utf-8")
 # UTF-8 bytes per encoded-word: base64 of 42 bytes is 56 chars, plus "=?utf-8?b?" and "?=" = 68,
 # under the 75-character limit of RFC 2047 §2 and short enough that "Reply-To: " and the first
@@ -81,7 +85,8 @@ class MessageTemplate:
     """One issue's message, pre-encoded; `compose` fills in one subscriber."""
 
     __slots__ = (
-        "_pieces", "_slots", "_default_name", "subject", "sender_address", "boundary", "_date"
+        "_pieces", "_slots", "_default_name", "subject", "sender_address", "boundary", "_date",
+        "_view",
     )
 
     def __init__(
@@ -100,6 +105,7 @@ class MessageTemplate:
         self.sender_address = sender_address  # the From address: use it as the envelope sender
         self.boundary = boundary
         self._date: tuple[datetime, object, bytes] | None = None  # the last Date header made
+        self._view: tuple[str, bytes, bytes] = ("", b"", b"")  # the last view URL, as _body_value
 
     @classmethod
     def build(
@@ -265,20 +271,25 @@ class MessageTemplate:
         if len(list_unsubscribe) > _HARD_LINE - 20:
             raise ValueError("List-Unsubscribe: the URIs are too long for one header line")
 
-        greeting = shown or self._default_name
+        greeting = _body_value(shown or self._default_name)
+        unsubscribe = _body_value(unsubscribe_url)
+        view = self._view
+        if view[0] != view_url:  # the same for every subscriber of an issue: encoded once
+            view = self._view = (view_url, *_body_value(view_url))
+        preferences = _body_value(preferences_url)
         values = (
             self._date_header(date),
             to.encode("ascii"),
             message_id.encode("ascii"),
             list_unsubscribe.encode("ascii"),
-            _qp_value(greeting),
-            _qp_value(unsubscribe_url),
-            _qp_value(view_url),
-            _qp_value(preferences_url),
-            _qp_value(html.escape(greeting, quote=True)),
-            _qp_value(html.escape(unsubscribe_url, quote=True)),
-            _qp_value(html.escape(view_url, quote=True)),
-            _qp_value(html.escape(preferences_url, quote=True)),
+            greeting[0],
+            unsubscribe[0],
+            view[1],
+            preferences[0],
+            greeting[1],
+            unsubscribe[1],
+            view[2],
+            preferences[1],
         )
         out = self._pieces.copy()
         for index, slot in self._slots:
@@ -319,6 +330,8 @@ def _check_text(header: str, value: str) -> None:
 def _check_url(label: str, url: str) -> None:
     # The same rule as digest.personalize, so compose() accepts exactly what it accepts
     # (urlsplit only when the scheme is not plainly there: it costs 10 µs a call).
+    if _PLAIN_URL.fullmatch(url):
+        return
     if any(c in url for c in "\r\n\t ") or (
         not url.startswith(("https://", "http://"))
         and urlsplit(url).scheme not in ("https", "http")
@@ -482,10 +495,17 @@ def _wrap(encoded: str, last_limit: int) -> list[str]:
 
 def _qp_value(value: str) -> bytes:
     """A slot value: QP-encoded on lines of its own, ending with a soft line break."""
-    encoded = _qp_translate(value)
+    encoded = value if _QP_PLAIN.fullmatch(value) else _qp_translate(value)
     if len(encoded) < _QP_LINE and not encoded.startswith("."):
         return (encoded + "=\r\n").encode("ascii")
     return ("".join(_wrap(encoded, _QP_LINE - 1)) + "=\r\n").encode("ascii")
+
+
+def _body_value(value: str) -> tuple[bytes, bytes]:
+    """A body slot's value for the text part, and HTML-escaped for the HTML part."""
+    text = _qp_value(value)
+    escaped = html.escape(value, quote=True)
+    return text, text if escaped == value else _qp_value(escaped)
 
 
 class _Skeleton:

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from . import links
 from .campaign import (
@@ -45,7 +46,7 @@ from .lanes import Outcome, Worker, lanes_for
 from .message import MessageTemplate, make_message_id
 from .model import Article, Issue, RenderedBody
 from .store import Store
-from .tokens import ALL_AUDIENCES, make_token
+from .tokens import ALL_AUDIENCES, TokenMaker
 
 log = logging.getLogger(__name__)
 
@@ -233,22 +234,23 @@ class Personalizer:
         self._config = config
         self._issue = issue
         self._template = template
-        self._key = key
         self._host = site_host(config)
         self._view = links.archive_url(config.site.url, issue.audience_id, issue.period)
+        # issued_at is the issue's creation, so a resumed send builds byte-identical messages;
+        # a preferences token covers every audience, and expires.
+        self._makers = {} if key is None else {
+            "unsubscribe": TokenMaker(key, issue.audience_id, "unsubscribe", issue.created_at),
+            "preferences": TokenMaker(
+                key, ALL_AUDIENCES, "preferences", issue.created_at, ttl=PREFERENCES_LINK_TTL
+            ),
+        }
 
-    def token(self, subscriber_id: int, purpose: str = "unsubscribe") -> str:
-        if self._key is None:
-            return "TEST"  # a --test-to message: the links show their shape only
-        # issued_at is the issue's creation, so a resumed send builds byte-identical messages
-        if purpose == "preferences":  # covers every audience, and expires
-            return make_token(
-                self._key, subscriber_id, ALL_AUDIENCES, purpose, self._issue.created_at,
-                ttl=PREFERENCES_LINK_TTL,
-            )
-        return make_token(
-            self._key, subscriber_id, self._issue.audience_id, purpose, self._issue.created_at
-        )
+    def token(
+        self, subscriber_id: int, purpose: Literal["unsubscribe", "preferences"] = "unsubscribe"
+    ) -> str:
+        if not self._makers:  # no key: a --test-to message, whose links show their shape only
+            return "TEST"
+        return self._makers[purpose](subscriber_id)
 
     def message_id(self, subscriber_id: int) -> str:
         return make_message_id(self._issue.id, subscriber_id, self._host)

@@ -98,27 +98,54 @@ def make_token(
     Raises:
         ValueError: a bad argument (these are programming errors, not bad user input).
     """
-    _check_key(key)
-    if isinstance(subscriber_id, bool) or not isinstance(subscriber_id, int):
-        raise ValueError(f"subscriber_id must be an int, got {subscriber_id!r}")
-    if not 0 <= subscriber_id < 2**63:
-        raise ValueError(f"subscriber_id out of range: {subscriber_id}")
-    code = _PURPOSE_CODES.get(purpose)
-    if code is None:
-        raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
-    audience = audience_id.encode("utf-8")
-    if not audience or len(audience) > _MAX_AUDIENCE_BYTES:
-        raise ValueError(f"audience_id must be 1..{_MAX_AUDIENCE_BYTES} bytes, got {audience_id!r}")
-    issued = _seconds("issued_at", issued_at)
-    expires = 0
-    if ttl is not None:
-        if ttl <= timedelta(0):
-            raise ValueError(f"ttl must be positive, got {ttl!r}")
-        expires = issued + math.ceil(ttl.total_seconds())
-        if expires > _MAX_UINT32:
-            raise ValueError(f"ttl {ttl!r} ends after 2106, out of range")
-    payload = _FIELDS.pack(_VERSION, code, subscriber_id, issued, expires) + audience
-    return _b64encode(payload + _mac(key, payload))
+    return TokenMaker(key, audience_id, purpose, issued_at, ttl)(subscriber_id)
+
+
+class TokenMaker:
+    """`make_token` with everything but the subscriber fixed: a send makes one token per
+    subscriber and purpose, so the arguments are checked and the key schedule is run once."""
+
+    __slots__ = ("_code", "_issued", "_expires", "_audience", "_mac")
+
+    def __init__(
+        self,
+        key: bytes,
+        audience_id: str,
+        purpose: str,
+        issued_at: datetime,
+        ttl: timedelta | None = None,
+    ) -> None:
+        """Raises ValueError for a bad argument, as `make_token` does."""
+        _check_key(key)
+        code = _PURPOSE_CODES.get(purpose)
+        if code is None:
+            raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
+        audience = audience_id.encode("utf-8")
+        if not audience or len(audience) > _MAX_AUDIENCE_BYTES:
+            raise ValueError(f"audience_id must be 1..{_MAX_AUDIENCE_BYTES} bytes, got {audience_id!r}")
+        issued = _seconds("issued_at", issued_at)
+        expires = 0
+        if ttl is not None:
+            if ttl <= timedelta(0):
+                raise ValueError(f"ttl must be positive, got {ttl!r}")
+            expires = issued + math.ceil(ttl.total_seconds())
+            if expires > _MAX_UINT32:
+                raise ValueError(f"ttl {ttl!r} ends after 2106, out of range")
+        self._code, self._issued, self._expires, self._audience = code, issued, expires, audience
+        self._mac = hmac.new(key, _CONTEXT, hashlib.sha256)  # copied per token: same MAC as _mac
+
+    def __call__(self, subscriber_id: int) -> str:
+        if isinstance(subscriber_id, bool) or not isinstance(subscriber_id, int):
+            raise ValueError(f"subscriber_id must be an int, got {subscriber_id!r}")
+        if not 0 <= subscriber_id < 2**63:
+            raise ValueError(f"subscriber_id out of range: {subscriber_id}")
+        payload = (
+            _FIELDS.pack(_VERSION, self._code, subscriber_id, self._issued, self._expires)
+            + self._audience
+        )
+        mac = self._mac.copy()
+        mac.update(payload)
+        return _b64encode(payload + mac.digest())
 
 
 def read_token(
@@ -253,6 +280,7 @@ __all__ = [
     "SECRET_KEY_ENV",
     "TokenClaims",
     "TokenError",
+    "TokenMaker",
     "make_token",
     "read_token",
     "secret_key_from_env",

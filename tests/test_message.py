@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from test_digest import AUDIENCE, CONTENT
 from test_digest import SETTINGS as SITE
 
+from newsletter import message as message_module
 from newsletter.content import ParsedArticle, parse_article, render_body
 from newsletter.digest import (
     PLACEHOLDERS,
@@ -680,3 +681,20 @@ def test_the_preferences_link_has_its_own_slot(
     assert (html, text) == (expected_html, expected_text)
     assert f"Je voorkeuren: {preferences}" in text
     assert 'href="https://ai-nieuws.example.nl/preferences/AQQAAAAA-voorkeuren?a=1&amp;b=2"' in html
+
+
+def test_one_template_composes_each_view_url_it_is_given(
+    template: MessageTemplate, digest: RenderedDigest
+) -> None:
+    # The template keeps the last view URL encoded: a different one must never reuse it.
+    for view in (VIEW, "https://ai-nieuws.example.nl/archief/2026-W49/", VIEW):
+        assert bodies(parse(compose(template, view_url=view))) == expected(digest, "Jan de Vries", view=view)
+
+
+@settings(max_examples=300)
+@given(value=st.text(max_size=200) | st.text(alphabet="\t" + "".join(map(chr, range(32, 127)))))
+def test_property_qp_shortcut_only_skips_encoding_that_changes_nothing(value: str) -> None:
+    # `_qp_value` uses text matching _QP_PLAIN as it is: the message bytes must not depend on
+    # which path a value took.
+    if message_module._QP_PLAIN.fullmatch(value):
+        assert message_module._qp_translate(value) == value

@@ -20,6 +20,7 @@ from newsletter.tokens import (
     SECRET_KEY_ENV,
     TokenClaims,
     TokenError,
+    TokenMaker,
     make_token,
     read_token,
     secret_key_from_env,
@@ -67,6 +68,18 @@ def test_round_trip_returns_the_claims(purpose: str) -> None:
         expires_at=ISSUED.replace(microsecond=0).astimezone(UTC) + timedelta(days=90),
     )
 
+
+
+def test_a_token_maker_signs_each_subscriber_on_its_own() -> None:
+    # One maker signs a whole send: no state may carry over from one token to the next.
+    maker = TokenMaker(KEY, "beslissers", "preferences", ISSUED, timedelta(days=90))
+    made = [maker(number) for number in (1, 2, 1, 2**63 - 1)]
+    assert made[0] == made[2] != made[1]
+    for number, text in zip((1, 2, 1, 2**63 - 1), made, strict=True):
+        assert text == token("preferences", timedelta(days=90), subscriber_id=number)
+        assert read_token(KEY, text, "preferences", LATER).subscriber_id == number
+    with pytest.raises(ValueError, match="subscriber_id"):
+        maker(-1)
 
 def test_token_is_compact_url_safe_text_without_padding() -> None:
     text = token(ttl=timedelta(days=180))
