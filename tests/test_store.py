@@ -17,6 +17,8 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
+from sqlalchemy.dialects.postgresql import dialect as postgresql_dialect
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from newsletter.errors import StoreError
 from newsletter.model import DELIVERY_STATUSES, Claimed, ImportRow, Issue
@@ -31,6 +33,7 @@ from newsletter.store import (
     email_key,
     normalize_email,
 )
+from newsletter.store._base import UTCDateTime
 
 NOW = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
 WEEK = timedelta(days=7)
@@ -696,6 +699,42 @@ def test_finish_many_and_release(store: Store) -> None:
     assert (by_id[d.id].status, by_id[d.id].attempts) == ("queued", 0)  # never attempted
     assert [x.id for x in store.claim_batch(issue.id, 5, later)] == [d.id, e.id]
 
+
+
+@pytest.mark.parametrize("dialect", [sqlite_dialect(), postgresql_dialect()])
+def test_the_timestamp_bind_processor_reuses_only_a_conversion_of_the_same_object(
+    dialect: sa.Dialect,
+) -> None:
+    # UTCDateTime remembers its last conversion (a send step binds one `now` to every row): it
+    # must give exactly what SQLAlchemy's processor gives, for the same object only.
+    remembered = UTCDateTime().bind_processor(dialect)
+    plain = sa.types.TypeDecorator.bind_processor(UTCDateTime(), dialect)
+    assert remembered is not None and plain is not None
+    a = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+    same_instant = a.astimezone(AMSTERDAM)  # equal to a, another object
+    other = a + timedelta(microseconds=1)
+    for value in (a, a, same_instant, a, None, other, other, a):
+        assert remembered(value) == plain(value)
+    naive = datetime(2026, 11, 28, 8, 0)
+    for _ in range(2):  # a refused value is never remembered
+        with pytest.raises(ValueError, match="naive"):
+            remembered(naive)
+
+
+def test_one_timestamp_for_many_rows_is_stored_as_for_one_row(store: Store, db_path: Path) -> None:
+    add_many(store, 3)
+    issue = new_issue(store)
+    store.freeze_recipients(issue.id, "beslissers", NOW)
+    a, b, c = store.claim_batch(issue.id, 3, NOW)
+    later = datetime(2026, 11, 28, 9, 30, 15, 250000, tzinfo=AMSTERDAM)
+    store.finish_many([(a.id, "sent", "<a@x>", ""), (b.id, "sent", "<b@x>", "")], later)
+    store.finish_many([(c.id, "sent", "<c@x>", "")], later.astimezone(UTC))
+    with sqlite3.connect(db_path) as raw:  # the text SQLite holds, not what reading makes of it
+        stored = raw.execute(
+            "SELECT sent_at, updated_at FROM deliveries WHERE id IN (?, ?, ?) ORDER BY id",
+            (a.id, b.id, c.id),
+        ).fetchall()
+    assert stored == [("2026-11-28 08:30:15.250000",) * 2] * 3
 
 def test_record_and_claim_is_one_step_of_the_send_loop(store: Store) -> None:
     add_many(store, 6)
