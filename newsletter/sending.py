@@ -41,7 +41,7 @@ from .config import AudienceConfig, Config
 from .delivery import Transport
 from .digest import RenderedDigest, default_name_for
 from .emailqa import check_digest
-from .errors import NewsletterError
+from .errors import ConfigError, NewsletterError
 from .lanes import Outcome, Worker, lanes_for
 from .message import MessageTemplate, make_message_id
 from .model import Article, Issue, RenderedBody
@@ -235,7 +235,18 @@ class Personalizer:
         self._issue = issue
         self._template = template
         self._host = site_host(config)
-        self._view = links.archive_url(config.site.url, issue.audience_id, issue.period)
+        base = config.public_url
+        # Each personal link ends with its token (links.py), so the rest is checked once here.
+        try:
+            self._links = template.personal_links(
+                unsubscribe_prefix=links.unsubscribe_url(base, ""),
+                unsubscribe_mailto_prefix=links.unsubscribe_mailto(config.email.unsubscribe_mailto, ""),
+                view_url=links.archive_url(config.site.url, issue.audience_id, issue.period),
+                preferences_prefix=links.preferences_url(base, ""),
+            )
+        except ValueError as exc:  # every message would carry these links: refuse the send
+            setting = "site.url" if base == config.site.url else "web.public_url"
+            raise ConfigError(setting, f"the links in mails cannot be made from it: {exc}", base) from exc
         # issued_at is the issue's creation, so a resumed send builds byte-identical messages;
         # a preferences token covers every audience, and expires.
         self._makers = {} if key is None else {
@@ -258,17 +269,14 @@ class Personalizer:
     def compose(
         self, subscriber_id: int, email: str, name: str, date: datetime, message_id: str = ""
     ) -> bytes:
-        token = self.token(subscriber_id)
-        base = self._config.public_url
-        return self._template.compose(
+        return self._template.compose_personal(
+            self._links,
             to_email=email,
             to_name=name,
             message_id=message_id or self.message_id(subscriber_id),
             date=date,
-            unsubscribe_url=links.unsubscribe_url(base, token),
-            unsubscribe_mailto=links.unsubscribe_mailto(self._config.email.unsubscribe_mailto, token),
-            view_url=self._view,
-            preferences_url=links.preferences_url(base, self.token(subscriber_id, "preferences")),
+            unsubscribe_token=self.token(subscriber_id),
+            preferences_token=self.token(subscriber_id, "preferences"),
         )
 
 

@@ -692,9 +692,89 @@ def test_one_template_composes_each_view_url_it_is_given(
 
 
 @settings(max_examples=300)
-@given(value=st.text(max_size=200) | st.text(alphabet="\t" + "".join(map(chr, range(32, 127)))))
-def test_property_qp_shortcut_only_skips_encoding_that_changes_nothing(value: str) -> None:
-    # `_qp_value` uses text matching _QP_PLAIN as it is: the message bytes must not depend on
-    # which path a value took.
-    if message_module._QP_PLAIN.fullmatch(value):
-        assert message_module._qp_translate(value) == value
+@given(
+    value=st.text(max_size=300)
+    | st.text(alphabet="\t" + "".join(map(chr, range(32, 127))), max_size=300)
+    | st.text(alphabet="ab.", max_size=300)
+)
+def test_property_qp_shortcuts_give_the_general_encoding(value: str) -> None:
+    # `_qp_value` leaves text matching _QP_PLAIN untranslated and cuts it every 75 characters
+    # when no line would start with a dot: the bytes must not depend on which path was taken.
+    general = "".join(message_module._wrap(message_module._qp_translate(value), 75)) + "=\r\n"
+    assert message_module._qp_value(value) == general.encode("ascii")
+
+
+base64url = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=120)
+url_path = st.text(alphabet="abc.-_~/%=&?;:@+$!*'()", max_size=120)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    unsubscribe_path=url_path,
+    preferences_path=url_path,
+    unsubscribe_token=base64url,
+    preferences_token=base64url,
+    name=printable_names,
+)
+def test_property_compose_personal_is_compose_with_the_whole_links(
+    template: MessageTemplate,
+    unsubscribe_path: str,
+    preferences_path: str,
+    unsubscribe_token: str,
+    preferences_token: str,
+    name: str,
+) -> None:
+    unsubscribe = "https://ai-nieuws.example.nl/" + unsubscribe_path
+    preferences = "https://ai-nieuws.example.nl/" + preferences_path
+    mailto = "mailto:afmelden@ai-nieuws.example.nl?subject=unsubscribe%20"
+    try:
+        links = template.personal_links(
+            unsubscribe_prefix=unsubscribe, unsubscribe_mailto_prefix=mailto, view_url=VIEW,
+            preferences_prefix=preferences,
+        )
+    except ValueError:  # a prefix compose refuses too, whatever the token
+        with pytest.raises(ValueError):
+            compose(template, unsubscribe_url=unsubscribe + unsubscribe_token,
+                    preferences_url=preferences + preferences_token)
+        return
+    common = {"to_email": "jan@example.nl", "to_name": name,
+              "message_id": make_message_id(48, 42, "ai-nieuws.example.nl"), "date": DATE}
+    personal = template.compose_personal(
+        links, unsubscribe_token=unsubscribe_token, preferences_token=preferences_token, **common
+    )
+    whole = template.compose(
+        unsubscribe_url=unsubscribe + unsubscribe_token, unsubscribe_mailto=mailto + unsubscribe_token,
+        view_url=VIEW, preferences_url=preferences + preferences_token, **common,
+    )
+    assert personal == whole and type(personal) is WireSafe
+
+
+@pytest.mark.parametrize("token", ["", "a b", "a.b", "a=b", "a/b", "é", "a\r\nBcc: x@y.nl"])
+def test_compose_personal_takes_only_base64url_tokens(template: MessageTemplate, token: str) -> None:
+    links = template.personal_links(
+        unsubscribe_prefix="https://ai-nieuws.example.nl/afmelden/",
+        unsubscribe_mailto_prefix="mailto:afmelden@ai-nieuws.example.nl?subject=unsubscribe%20",
+        view_url=VIEW, preferences_prefix="https://ai-nieuws.example.nl/voorkeuren/",
+    )
+    common = {"to_email": "jan@example.nl", "to_name": "Jan",
+              "message_id": make_message_id(48, 42, "ai-nieuws.example.nl"), "date": DATE}
+    for tokens in ({"unsubscribe_token": token, "preferences_token": "ok"},
+                   {"unsubscribe_token": "ok", "preferences_token": token}):
+        with pytest.raises(ValueError, match="base64url"):
+            template.compose_personal(links, **tokens, **common)
+
+
+def test_personal_links_are_checked_as_compose_checks_links(template: MessageTemplate) -> None:
+    good = {"unsubscribe_prefix": "https://x.nl/u/", "view_url": VIEW,
+            "unsubscribe_mailto_prefix": "mailto:u@x.nl?subject=unsubscribe%20",
+            "preferences_prefix": "https://x.nl/p/"}
+    template.personal_links(**good)
+    for key, bad, named in (
+        ("unsubscribe_prefix", "http://x.nl/u/", "List-Unsubscribe"),
+        ("unsubscribe_prefix", "https://x.nl/a,b/", "List-Unsubscribe"),
+        ("unsubscribe_mailto_prefix", "u@x.nl?subject=", "mailto"),
+        ("preferences_prefix", "ftp://x.nl/p/", "preferences_url"),
+        ("view_url", "https://x.nl/a b", "view_url"),
+    ):
+        with pytest.raises(ValueError, match=named):
+            template.personal_links(**{**good, key: bad})

@@ -20,6 +20,7 @@ from test_delivery import Recorder, Start, plain, start_server  # noqa: F401 - f
 from newsletter import links
 from newsletter.collector import load_catalog
 from newsletter.config import Config
+from newsletter.errors import ConfigError
 from newsletter.model import ImportRow
 from newsletter.sending import SendOptions, prepare_issue, send_issue, skip_issue
 from newsletter.store import Store
@@ -113,6 +114,24 @@ def test_a_rerun_sends_nothing_twice(sample_config: Config, store: Store, start_
     assert (first.status, second.status) == ("sent", "already sent")
     assert len(recorder.received) == 6
 
+
+
+def test_links_that_cannot_be_made_refuse_the_send_and_leave_it_queued(
+    sample_config: Config, store: Store, start_server: Start
+) -> None:
+    """An http public URL cannot carry RFC 8058 one-click: a config error naming the key, before
+    any delivery is claimed (not one failed delivery per subscriber); fixed, the send resumes."""
+    server, recorder = start_server()
+    subscribe(store, 3)
+    issue, _ = prepared(sample_config, store)
+    bad = replace(sample_config, public_url="http://localhost:8080")
+    with pytest.raises(ConfigError) as raised:
+        send_issue(bad, issue, store, plain(server), KEY, FAST)
+    assert raised.value.key == "web.public_url" and "https" in raised.value.message
+    assert store.delivery_counts(issue.id)["queued"] == 3 and not recorder.received
+    again, _ = prepared(sample_config, store)
+    assert send_issue(sample_config, again, store, plain(server), KEY, FAST).status == "sent"
+    assert len(recorder.received) == 3
 
 def test_recipients_are_frozen_and_unsubscribes_honoured(
     sample_config: Config, store: Store, start_server: Start
