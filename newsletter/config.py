@@ -462,7 +462,7 @@ SETTINGS: tuple[Setting, ...] = (
         "web",
         "public_url",
         "",
-        "Base URL of the web service the mails link to (unsubscribe, view in browser); defaults to `site.url`.",
+        "Base URL of the web service the mails link to (unsubscribe, view in browser); defaults to `site.url`. Must be https to send: one-click unsubscribe (RFC 8058) takes only https links.",
         _optional_url,
     ),
 )
