@@ -231,7 +231,6 @@ class Personalizer:
     def __init__(
         self, config: Config, issue: Issue, template: MessageTemplate, key: bytes | None
     ) -> None:
-        self._config = config
         self._issue = issue
         self._template = template
         self._host = site_host(config)

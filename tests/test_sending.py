@@ -84,6 +84,9 @@ def test_every_subscriber_gets_one_valid_message(
         assert claims.audience_id == "beslissers"
         assert store.get_subscriber(claims.subscriber_id).email == recipient
         assert mailto.startswith("mailto:afmelden@ai-nieuws.example.nl?subject=unsubscribe%20")
+        # the links are what links.py makes for the token (compose_personal appends tokens)
+        assert https == links.unsubscribe_url(sample_config.public_url, token)
+        assert mailto == links.unsubscribe_mailto(sample_config.email.unsubscribe_mailto, token)
         plain_part, html_part = message.get_payload()
         assert plain_part.get_content_type() == "text/plain"
         assert html_part.get_content_type() == "text/html"
@@ -93,6 +96,7 @@ def test_every_subscriber_gets_one_valid_message(
         preferences = re.search(r"https://ai-nieuws\.example\.nl/preferences/(\S+)", text)
         assert preferences is not None, text
         settings = read_token(KEY, preferences.group(1), "preferences", SEND_AT)
+        assert preferences.group(0) == links.preferences_url(sample_config.public_url, preferences.group(1))
         assert settings.subscriber_id == claims.subscriber_id and settings.audience_id == "*"
         assert settings.expires_at is not None and settings.expires_at > SEND_AT + timedelta(days=300)
         assert f'href="https://ai-nieuws.example.nl/preferences/{preferences.group(1)}"' in html
