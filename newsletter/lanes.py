@@ -17,7 +17,11 @@ offers PIPELINING.
   transport can be split. The processes ignore SIGTERM/SIGINT (the ledger's process decides when to stop
   and tells them through `halt`) and die with it (Linux: PR_SET_PDEATHSIG), so a killed sender
   never leaves a process sending on its behalf; what was in flight is "sending" in the ledger
-  and becomes "unknown" on the next run, as with threads.
+  and becomes "unknown" on the next run, as with threads. While they run, the ledger's thread
+  runs at a lower CPU priority (`LEDGER_NICE`), and back at its own when they are closed where
+  the system allows raising it again (root, or RLIMIT_NICE): a sending process woken by its
+  server's reply then gets a shared core at once instead of waiting for a ledger step (a
+  local relay answers in well under a millisecond).
 """
 
 from __future__ import annotations
@@ -51,6 +55,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}  # the sender's to act on, never a lane's
+# How much lower the ledger runs than its sending processes while they run (nice levels: a
+# weight of about a tenth). With the ledger sharing a core with a sending process this took one
+# connection from 6,980 to 8,480 msg/s on the bench; with a core each it changes nothing.
+LEDGER_NICE = 10
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
@@ -349,6 +357,7 @@ class ProcessLanes:
         self._halt = context.Event()
         self._lanes: list[_Lane] = []
         self._ready: list[Outcome] = []  # outcomes known without asking a process
+        self._priority: int | None = None  # this thread's nice level before the lanes started
         # Two chunks per lane in flight: a lane works on one while its last one is recorded.
         self.chunk = max(1, window // (2 * len(transports)))
         self.batch = self.chunk * len(transports)
@@ -380,6 +389,7 @@ class ProcessLanes:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             gc.unfreeze()
+        self._priority = _lower_priority(LEDGER_NICE)  # after the forks: the lanes keep theirs
 
     def submit(self, jobs: Sequence[Job]) -> None:
         alive = [lane for lane in self._lanes if not lane.lost]
@@ -437,6 +447,9 @@ class ProcessLanes:
                 lane.process.kill()
                 lane.process.join()
             lane.conn.close()
+        if self._priority is not None:
+            _restore_priority(self._priority)
+            self._priority = None
 
 
 def _lane_main(conn: Connection, worker: Worker, parent: int, flush: int) -> None:
@@ -488,6 +501,24 @@ def _stream_chunks(conn: Connection, worker: Worker, first: list[Job], flush: in
     if results:
         conn.send(results)
     return ended
+
+
+def _lower_priority(step: int) -> int | None:
+    """Lower this thread's CPU priority by `step` nice levels; the level before, or None if it
+    could not be changed. (Linux keeps a nice value per thread.)"""
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, 0, min(19, before + step))
+    except (OSError, AttributeError):  # pragma: no cover - lanes_for forks on Linux only
+        return None
+    return before
+
+
+def _restore_priority(before: int) -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, before)
+    except OSError:  # raising a priority needs root or RLIMIT_NICE: it stays lower
+        log.debug("could not restore this process's CPU priority to nice %d", before)
 
 
 def _die_with_parent() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import email
 import email.policy
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from newsletter.campaign import message_template
 from newsletter.config import Config
 from newsletter.delivery.outbox import OutboxTransport
 from newsletter.lanes import (
+    LEDGER_NICE,
     Outcome,
     ProcessLanes,
     Result,
@@ -126,6 +128,28 @@ def test_process_lanes_send_every_job_once_and_report_each(worker: Worker, tmp_p
     assert sent == Counter({job.email: 1 for job in work})
     assert all(any(folder.glob("*.eml")) for folder in folders), "both lanes worked"
 
+
+
+def test_the_ledger_runs_at_a_lower_priority_than_its_sending_processes(
+    worker: Worker, tmp_path: Path
+) -> None:
+    """While lanes run, this (the ledger's) thread is LEDGER_NICE levels lower and each lane
+    keeps the level it was forked with, so a lane woken by a reply gets a shared core first;
+    closed, the level comes back where raising it is allowed (root here and in CI)."""
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    lanes = ProcessLanes(worker, [SlowOutbox(tmp_path / "a"), SlowOutbox(tmp_path / "b")], window=8)
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, 0) == min(19, before + LEDGER_NICE)
+        for lane in lanes._lanes:
+            assert lane.process.pid is not None
+            assert os.getpriority(os.PRIO_PROCESS, lane.process.pid) == before
+        lanes.submit(jobs(4))
+        outcomes = collect_all(lanes, 4)
+    finally:
+        lanes.close()
+    assert [o.result.status for o in outcomes] == ["sent"] * 4
+    may_raise = os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_NICE)[0] >= 20 - before
+    assert os.getpriority(os.PRIO_PROCESS, 0) == (before if may_raise else min(19, before + LEDGER_NICE))
 
 def test_halted_lanes_release_what_they_have_not_started(worker: Worker, tmp_path: Path) -> None:
     lanes = ProcessLanes(worker, [SlowOutbox(tmp_path / "out")], window=40)
