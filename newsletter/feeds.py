@@ -409,10 +409,14 @@ def _xml_feed(
             fe.content(_content_html(article, render(article)), type="html")
         elif not article.summary:
             fe.summary(html.escape(article.title, quote=False), type="html")
-        for tag in article.tags:
-            fe.category(term=tag, scheme=f"{settings.site_url}/tags/{slugify(tag)}/")
-        for label in article.labels:
-            fe.category(term=label, scheme=f"{settings.site_url}/labels/{slugify(label)}/")
+        # All in one call: feedgen rebuilds its RSS list of every category on each call.
+        categories = [
+            {"term": name, "scheme": f"{settings.site_url}/{kind}/{slugify(name)}/"}
+            for kind, names in (("tags", article.tags), ("labels", article.labels))
+            for name in names
+        ]
+        if categories:
+            fe.category(categories)
         if article.author:
             fe.author(name=article.author)
             fe.dc.dc_creator(article.author)  # RSS <author> needs an e-mail address (FG-10)
