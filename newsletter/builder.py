@@ -150,8 +150,8 @@ def _indexed_build(config: Config, now: datetime, out: Path, workers: Workers) -
     site = config.site
     content, feeds = content_settings(config), feed_settings(config)
     index_path = site.cache_dir / INDEX_FILE
-    # With no index every file is parsed anyway: the stats are taken while the workers parse
-    # (`walk(stat=False)`), and the shortcut through the last build's state, which needs them
+    # With no index every file is parsed anyway: the stats are taken from the files as they are
+    # read (`walk(stat=False)`), and the shortcut through the last build's state, which needs them
     # first, is not taken (without its index such a build is rare: a deleted cache).
     cold = not index_path.exists()
     found = walk(site.content_dir, stat=not cold)

@@ -110,9 +110,10 @@ def walk(root: Path, stat: bool = True) -> list[Found]:
 
     One os.scandir pass with one stat per file: at 100k files pathlib's per-file objects and
     extra lstat calls cost seconds, and this stat is all a rebuild with nothing changed needs.
-    With stat=False files get None instead, for `scan` to fill in while the workers parse:
-    with no index to compare them with, the stats are not needed first, and they are most of
-    the walk (75 of 95 ms at 10k files after a page-cache drop)."""
+    With stat=False files get None instead, for `scan` to fill in from the files it reads
+    (fstat of the open descriptor): with no index to compare them with, the stats are not
+    needed first, and they are most of the walk (75 of 95 ms at 10k files after a page-cache
+    drop)."""
     real_root = root.resolve()
     found: list[Found] = []
     append = found.append
@@ -157,17 +158,12 @@ def _stat_of(st: os.stat_result) -> Stat:
     return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
 
 
-def _stats(paths: Sequence[str]) -> list[Stat | str]:
-    """Each file's stat as `walk` takes it, or why it has none."""
-    out: list[Stat | str] = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            out.append(exc.strerror or str(exc))
-            continue
-        out.append(_stat_of(st))
-    return out
+def _stat_path(path: str) -> Stat | str:
+    """A file's stat as `walk` takes it, or why it has none."""
+    try:
+        return _stat_of(os.stat(path))
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 def scan_signature(found: list[Found]) -> bytes:
@@ -208,22 +204,24 @@ def _load_one(
     expected: bytes | None,
     settings: ContentSettings,
     opened: int | OSError | None = None,
-) -> tuple[bytes, Article | ArticleError | None]:
-    """(content key, parse result); the result is None when the key equals `expected`.
-    `opened` is the file already opened by `_opened_ahead` (closed here), or why it could not be."""
+) -> tuple[bytes, Stat | str, Article | ArticleError | None]:
+    """(content key, stat, parse result); the result is None when the key equals `expected`.
+    The stat is `walk`'s kind of stat, of the descriptor the bytes were read from (or of the
+    path, or why there is none, when the file cannot be read). `opened` is the file already
+    opened by `_opened_ahead` (closed here), or why it could not be."""
     try:
-        raw = _read_file(full if opened is None else opened)
+        raw, st = _read_stat(full if opened is None else opened)
     except OSError as exc:
         message = f"cannot be read: {exc.strerror}"
         key = _content_key(rel, b"\0unreadable\0" + message.encode())
-        return key, None if key == expected else ArticleError(rel, None, message)
+        return key, _stat_path(full), None if key == expected else ArticleError(rel, None, message)
     key = _content_key(rel, raw)
     if key == expected:
-        return key, None
+        return key, st, None
     try:
-        return key, parse_article(raw, rel, settings).article
+        return key, st, parse_article(raw, rel, settings).article
     except ArticleError as exc:
-        return key, exc
+        return key, st, exc
 
 
 def _open(path: str) -> int:
@@ -233,25 +231,32 @@ def _open(path: str) -> int:
 
 
 def _read_file(file: str | int | OSError) -> bytes:
-    """The bytes of a file, given its path or an open descriptor (closed here). os.read of the
-    fstat size (+1, to see growth) costs half of open().read() on a 4 KB file."""
+    """The bytes of a file, given its path or an open descriptor (closed here)."""
+    return _read_stat(file)[0]
+
+
+def _read_stat(file: str | int | OSError) -> tuple[bytes, Stat]:
+    """The bytes of a file and its stat (the descriptor's, taken before reading), given its
+    path or an open descriptor (closed here). os.read of the fstat size (+1, to see growth)
+    costs half of open().read() on a 4 KB file."""
     if isinstance(file, OSError):
         raise file
     fd = _open(file) if isinstance(file, str) else file
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        size = st.st_size
         data = os.read(fd, size + 1)
         if len(data) == size:  # all of it, and not the byte more: at the end (a read fewer)
-            return data
+            return data, _stat_of(st)
         parts = [data]  # it changed size since the fstat, or the read came back short
         while parts[-1]:
             parts.append(os.read(fd, 65536))
     finally:
         os.close(fd)
-    return b"".join(parts)
+    return b"".join(parts), _stat_of(st)
 
 
-_Loaded = tuple[bytes, _Fields | None, bytes | None]
+_Loaded = tuple[bytes, Stat | str, _Fields | None, bytes | None]
 # (position among the entries, path, stat (None: not taken yet), index entry, position in found)
 _Todo = tuple[int, str, Stat | None, Entry | None, int]
 
@@ -320,8 +325,12 @@ def _cached(paths: Sequence[str], probes: int = 8) -> bool:
     return True
 
 
-def _read_ahead(paths: Iterable[str]) -> None:
-    """Ask the kernel to read these files into the page cache (without waiting for them)."""
+def _read_ahead(paths: Sequence[str]) -> None:
+    """Ask the kernel to read these files into the page cache (without waiting for them): the
+    inodes in one pass first (a stat each), then the data (issue 7: -4% at 100k after a
+    page-cache drop against the data alone)."""
+    for path in paths:
+        _stat_path(path)
     for fd in _opened_ahead(paths, window=0):
         if isinstance(fd, int):
             os.close(fd)
@@ -342,11 +351,11 @@ def _load_chunk(settings: ContentSettings, jobs: list[tuple[str, str, bytes | No
     out: list[_Loaded] = []
     with contextlib.closing(_opened_ahead(full for _, full, _ in jobs)) as opened:
         for (rel, full, expected), fd in zip(jobs, opened, strict=True):
-            key, result = _load_one(rel, full, expected, settings, fd)
+            key, st, result = _load_one(rel, full, expected, settings, fd)
             if result is None:
-                out.append((key, None, None))
+                out.append((key, st, None, None))
             else:
-                out.append((key, _fields(result), _row(b"a", key, result)))
+                out.append((key, st, _fields(result), _row(b"a", key, result)))
     return out
 
 
@@ -558,18 +567,19 @@ class Catalog:
             for _, rel, _, old, _ in todo
         ]
         paths = [full for _, full, _ in jobs]
-        stats: list[Stat | str] | None = None  # of every job, when some stat is not known yet
-        unknown = any(st is None for _, _, st, _, _ in todo)
         shared: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct tag list
         pending: list[tuple[bytes, bytes]] = []
         done = 0
 
-        def take(key: bytes, fields: _Fields | None, record: Article | ArticleError | bytes | None) -> None:
+        def take(
+            key: bytes,
+            known: Stat | str,
+            fields: _Fields | None,
+            record: Article | ArticleError | bytes | None,
+        ) -> None:
             nonlocal done
             pos, rel, st, old, where = todo[done]
-            if st is None:
-                assert stats is not None
-                known = stats[done]
+            if st is None:  # `walk` left it out: the stat of the bytes just read
                 found[where] = (rel, known)
                 # No stat (gone since the walk, a dangling link): never matches a real one.
                 st = _NO_STAT if isinstance(known, str) else known
@@ -612,24 +622,18 @@ class Catalog:
         if workers is not None and workers.usable and len(jobs) >= PARALLEL_MIN_FILES:
             try:
                 loading = workers.map(functools.partial(_load_chunk, self.settings), jobs, _CHUNK)
-                cold = not _cached(paths)
-                # While the workers parse: the stats `walk` left out, then, when the files are
-                # not in the page cache, every file asked for in the workers' order, to keep the
-                # disk busy (their own look-ahead starts afresh with each chunk). Stats first:
-                # the inodes in one pass before the data (issue 7: -4% at 100k after a drop).
-                if unknown:
-                    stats = _stats(paths)
-                if cold:
+                # While the workers parse, when the files are not in the page cache: every
+                # file asked for in the workers' order, to keep the disk busy (their own
+                # look-ahead starts afresh with each chunk).
+                if not _cached(paths):
                     _read_ahead(paths)
                 for loaded in loading:
                     take(*loaded)
             except (BrokenProcessPool, OSError) as exc:
                 workers.failed(exc)
-        if unknown and stats is None:
-            stats = _stats(paths)
         for rel, full, expected in jobs[done:]:
-            key, result = _load_one(rel, full, expected, self.settings)
-            take(key, None if result is None else _fields(result), result)
+            key, st, result = _load_one(rel, full, expected, self.settings)
+            take(key, st, None if result is None else _fields(result), result)
         if pending and self._index is not None:
             self._index.put_rows(b"a", pending)
 
@@ -642,7 +646,7 @@ class Catalog:
             if payload is not None:
                 record = decode_record(payload)
             else:  # lost from the index: read the file again
-                _, record = _load_one(entry[PATH], str(self.root / entry[PATH]), None, self.settings)
+                _, _, record = _load_one(entry[PATH], str(self.root / entry[PATH]), None, self.settings)
                 assert record is not None
                 if self._index is not None:
                     self._index.put_many(b"a", [(key, record)])

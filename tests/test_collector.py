@@ -7,6 +7,7 @@ import hashlib
 import os
 import pickle
 import random
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -458,10 +459,14 @@ def test_parallel_scan_equals_serial_scan(content: Path, tmp_path: Path, monkeyp
 def test_a_scan_fills_in_the_stats_walk_left_out(
     content: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel: bool
 ) -> None:
-    """A cold build walks without stats and the scan takes them while parsing: the same found
-    list (so the same build-state signature), articles and problems as with stats first."""
+    """A cold build walks without stats and the scan takes them from the files it reads (or,
+    for one it cannot open, from its path): the same found list (so the same build-state
+    signature), articles and problems as with stats first."""
     write(content, "2026/01/bad.md", article_text("X", "2026-02-30"))
     (content / "2026" / "dangling.md").symlink_to(content / "2026" / "nowhere.md")
+    unopenable = socket.socket(socket.AF_UNIX)  # a stat, but open() fails (ENXIO)
+    monkeypatch.chdir(content / "2026")  # a relative name: socket paths are short (108 bytes)
+    unopenable.bind("socket.md")
     monkeypatch.setattr(collector, "PARALLEL_MIN_FILES", 1 if parallel else 10**9)
     stated = walk(content)
     reference = scan(content, SITE, found=list(stated))
@@ -475,8 +480,11 @@ def test_a_scan_fills_in_the_stats_walk_left_out(
     assert catalog.articles == reference.articles
     assert [str(p) for p in catalog.problems] == [str(p) for p in reference.problems]
     assert "2026/dangling.md: cannot be read: No such file or directory" in map(str, catalog.problems)
+    assert any(p.path == "2026/socket.md" for p in catalog.problems)
+    assert isinstance(dict(found)["2026/socket.md"], tuple)  # its stat, not the reason
     again = scan(content, SITE, tmp_path / "index.bin")  # the stats it stored match
     assert again.parsed == 0 and again.articles == reference.articles
+    unopenable.close()
 
 
 def test_files_opened_ahead_are_read_or_reported_and_all_closed(content: Path, tmp_path: Path) -> None:
@@ -519,7 +527,7 @@ def test_opening_ahead_stays_within_a_low_open_files_limit(tmp_path: Path) -> No
         "root = Path(sys.argv[1])\n"
         "jobs = [(rel, str(root / rel), None) for rel, _ in collector.walk(root)]\n"
         "loaded = collector._load_chunk(ContentSettings('https://example.nl'), jobs)\n"
-        "print(len(loaded), sum(1 for _, fields, _ in loaded if fields[0]))\n"
+        "print(len(loaded), sum(1 for _, _, fields, _ in loaded if fields[0]))\n"
     )
     done = subprocess.run([sys.executable, "-c", script, str(root)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
