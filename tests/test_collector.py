@@ -30,7 +30,7 @@ from newsletter import workers as collector_workers
 from newsletter.collector import Catalog, is_published, newest_first, scan, select, walk
 from newsletter.content import ContentSettings, render_body
 from newsletter.errors import ConfigError
-from newsletter.model import Article, Cover
+from newsletter.model import Article, Cover, RenderedBody, Section
 
 SITE = ContentSettings("https://example.nl")
 OLD = time.time() - 3600  # an hour ago: well outside the index's "racy" window
@@ -1070,6 +1070,42 @@ def test_an_article_record_comes_back_the_same(article: Article) -> None:
         for moment in (article.date, article.publish_date, article.expiry_date, article.lastmod)
     )
     assert payload.startswith(b"\x80" if named else b"M")
+
+
+_MARKDOWN_LINES = st.sampled_from(
+    ["## Kop", "## Kop", "## Ander & <b>", "Tekst met *nadruk*.", "", "- punt", "```", "<div>x</div>", "## ", "Kop"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(_MARKDOWN_LINES | st.text(max_size=10), max_size=12), source=st.text(max_size=8))
+def test_a_rendered_body_is_stored_as_its_html_and_places_in_it(lines: list[str], source: str) -> None:
+    """Bodies are marshalled as their HTML plus where the intro and each section are in it
+    (half the bytes of a pickle): they come back equal, headings, anchors and all."""
+    body = render_body("\n".join(lines), "https://example.nl/a/", source)
+    payload = index_module.encode_record(body)
+    assert payload.startswith(b"B")
+    assert index_module.decode_record(payload) == body
+
+
+@pytest.mark.parametrize(
+    ("body", "compact"),
+    [
+        (RenderedBody("<p>a</p>", "<p>a</p>", (Section("Kop", "kop", "<p>elders</p>"),), ""), False),
+        (RenderedBody("<p>a</p>", "<p>b</p>", (), ""), False),  # not where the HTML starts
+        (
+            RenderedBody("<p>x</p><h2>K</h2><p>x</p>", "<p>x</p>", (Section("K", "k", "<p>x</p>"), Section("L", "l", "")), "s"),
+            True,
+        ),
+    ],
+    ids=["section not in it", "intro not at the start", "repeated and empty parts"],
+)
+def test_a_body_whose_parts_are_not_in_its_html_is_pickled_and_comes_back(
+    body: RenderedBody, compact: bool
+) -> None:
+    payload = index_module.encode_record(body)
+    assert index_module.decode_record(payload) == body
+    assert payload.startswith(b"B") is compact
 
 
 def test_other_records_are_pickled_as_before() -> None:
