@@ -474,11 +474,13 @@ class FeedItems:
             holder = self._holders[fmt] = (parent, head, tail)
         parent, head, tail = holder
         content = _content_html(article, render(article)) if settings.full_content else None
-        element = (_rss_item if fmt == "rss" else _atom_entry)(parent, article, settings, content)
+        make = _rss_item if fmt == "rss" else _atom_entry
+        before = len(parent)
         try:
+            make(parent, article, settings, content)
             text = _tostring(parent.getroottree().getroot())
         finally:
-            parent.remove(element)
+            del parent[before:]  # the entry, or what a refused value left of it
         if not (text.startswith(head) and text.endswith(tail)):  # pragma: no cover - lxml changed
             raise ValueError("an entry did not serialize in place")
         return text[len(head) : len(text) - len(tail)]

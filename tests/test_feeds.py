@@ -504,3 +504,22 @@ def test_spliced_entries_give_the_bytes_feedgen_gives(
     items = FeedItems()
     assert made(items) == made(None)
     assert made(items) == made(None)  # entries made before: taken as they are
+
+
+@pytest.mark.parametrize("fmt", ["rss", "atom"])
+def test_an_entry_xml_cannot_hold_fails_its_feed_and_leaves_the_next_ones_right(fmt: str) -> None:
+    from newsletter.feeds import FeedItems, render_feed
+
+    good = Article(id=f"{SITE}/a/", path="a.md", slug="a", url=f"{SITE}/a/", title="Goed", date=NOW)
+    bad = Article(id=f"{SITE}/b/", path="b.md", slug="b", url=f"{SITE}/b/", title="Fout \x00", date=NOW)
+    settings_ = FeedSettings(SITE, "T", "D")
+
+    def render(article: Article) -> RenderedBody:
+        return RenderedBody("<p>x</p>", "<p>x</p>", (), "")
+
+    later = Article(id=f"{SITE}/c/", path="c.md", slug="c", url=f"{SITE}/c/", title="Later", date=NOW)
+    items = FeedItems()
+    with pytest.raises(FeedError, match=r"^tags/x/.*: All strings must be XML compatible"):
+        render_feed(FeedSpec("tag", "x", "X", "tags/x", (good, bad)), fmt, settings_, render, items)
+    spec = FeedSpec("site", "", "T", "", (later, good))  # an entry made after the refused one
+    assert render_feed(spec, fmt, settings_, render, items) == render_feed(spec, fmt, settings_, render)
