@@ -84,6 +84,9 @@ _ARTICLE_FIELDS: Final = (
     "id", "path", "slug", "url", "title", "date", "publish_date", "expiry_date", "lastmod",
     "draft", "tags", "labels", "summary", "cover", "author", "source",
 )  # fmt: skip
+# RenderedBody's and Section's fields, held to the dataclasses by a test like _ARTICLE_FIELDS.
+_BODY_FIELDS: Final = ("html", "intro_html", "sections", "source")
+_SECTION_FIELDS: Final = ("heading", "anchor", "html")
 _MICROSECOND = timedelta(microseconds=1)
 _DateParts = tuple[int, int, int, int, int, int, int, int, "int | str"]
 
@@ -146,7 +149,10 @@ def encode_record(record: object) -> bytes:
     elif type(record) is model.RenderedBody:
         body = _body_fields(record)
         if body is not None:
-            return _BODY + marshal.dumps(body, 4)
+            try:
+                return _BODY + marshal.dumps(body, 4)
+            except ValueError:  # a type marshal cannot write
+                pass
     return pickle.dumps(record, pickle.HIGHEST_PROTOCOL)
 
 
@@ -154,11 +160,11 @@ def _body_fields(body: model.RenderedBody) -> tuple[Any, ...] | None:
     """A body with its intro and sections as places in its HTML, which holds them all: half
     the bytes of a pickle (a cold build sends a few thousand bodies from the workers and
     stores them). None if a part is not found there as it is, or not a plain str."""
-    html = body.html
-    if type(html) is not str or not html.startswith(body.intro_html) or type(body.intro_html) is not str:
+    html, intro = body.html, body.intro_html
+    if type(html) is not str or type(intro) is not str or not html.startswith(intro):
         return None
     sections = []
-    position = len(body.intro_html)
+    position = len(intro)
     for section in body.sections:
         if type(section) is not model.Section or type(section.html) is not str:
             return None

@@ -1121,3 +1121,12 @@ def test_the_compact_record_names_every_article_field() -> None:
     import dataclasses
 
     assert index_module._ARTICLE_FIELDS == tuple(f.name for f in dataclasses.fields(Article))
+
+
+def test_the_compact_body_record_knows_every_field_of_a_body() -> None:
+    """A body is stored field by field: a new field of RenderedBody or Section must be added to
+    `_body_fields` and `decode_record` (and these lists) or it would be lost."""
+    import dataclasses
+
+    assert index_module._BODY_FIELDS == tuple(f.name for f in dataclasses.fields(RenderedBody))
+    assert index_module._SECTION_FIELDS == tuple(f.name for f in dataclasses.fields(Section))
