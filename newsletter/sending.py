@@ -17,6 +17,8 @@ each step one transaction (`Store.record_and_claim`).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import socket
@@ -307,7 +309,7 @@ def send_issue(
         report.counts = store.delivery_counts(issue.id)
         return report
     lease = f"issue:{issue.id}"
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{_process_space()}"
     if not _take_lease(store, lease, owner, options.lease_seconds, clock()):
         report.status = "busy"
         report.message = f"issue {issue.id} is being sent by another process"
@@ -467,18 +469,37 @@ def _send_locked(
 
 def _take_lease(store: Store, lease: str, owner: str, ttl: float, now: datetime) -> bool:
     """The issue's lease; also from a sender on this host whose process is gone (killed), so a
-    rerun right after a crash resumes instead of waiting for the lease to expire."""
+    rerun right after a crash resumes instead of waiting for the lease to expire. "This host"
+    is the hostname and, where it can be told, the same kernel boot and PID namespace: two
+    machines or containers may share a hostname, and a pid means nothing outside its own."""
     if store.acquire_lease(lease, owner, ttl, now):
         return True
     holder = store.lease_holder(lease)
     if holder is None:
         return False
-    host, _, rest = holder[0].partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+    host, pid, _, space = (holder[0].split(":") + ["", "", ""])[:4]  # older owners lack a space
+    if (
+        host != socket.gethostname()
+        or space != _process_space()
+        or not pid.isdigit()
+        or _alive(int(pid))
+    ):
         return False
     log.warning("taking over the lease %s from %s: that process is gone", lease, holder[0])
     return store.take_over_lease(lease, holder[0], owner, ttl, now)
+
+
+@functools.cache
+def _process_space() -> str:
+    """Where this process's pid can be checked from: a digest of the kernel's boot id and the
+    PID namespace ("" where there is no /proc to tell)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            boot = handle.read().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+    return hashlib.blake2b(f"{boot}|{namespace}".encode(), digest_size=6).hexdigest()
 
 
 def _alive(pid: int) -> bool:

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import re
+import socket
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -278,6 +282,32 @@ def test_a_second_sender_is_kept_out_by_the_lease(
     report = send_issue(sample_config, issue, store, plain(server), KEY, FAST)
     assert report.status == "busy" and not recorder.received
     assert store.delivery_counts(issue.id)["sending"] == 0
+
+
+def test_a_lease_is_taken_over_only_from_a_dead_sender_of_this_host_boot_and_pid_namespace(
+    store: Store,
+) -> None:
+    """A rerun right after a crash takes the issue's lease from the killed sender; never from
+    one a pid check here cannot see: another host, or a container with the same hostname (its
+    own PID namespace), or an owner that does not say where its pid lives."""
+    from newsletter import sending
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host, space = socket.gethostname(), sending._process_space()
+    assert space  # Linux: the boot id and the PID namespace can be read
+    cases = {
+        f"{host}:{gone.pid}:aaaa:{space}": True,
+        f"{host}:{os.getpid()}:aaaa:{space}": False,  # alive
+        f"{host}:{gone.pid}:aaaa:{'0' * 12}": False,  # another boot or PID namespace
+        f"{host}:{gone.pid}:aaaa": False,  # written before owners said where their pid lives
+        f"other-{host}:{gone.pid}:aaaa:{space}": False,
+    }
+    now = datetime.now(UTC)
+    for n, (holder, taken) in enumerate(cases.items()):
+        lease = f"issue:{1000 + n}"
+        assert store.acquire_lease(lease, holder, 300, now)
+        assert sending._take_lease(store, lease, f"{host}:{os.getpid()}:bbbb:{space}", 300, now) is taken, holder
 
 
 def test_stop_finishes_in_flight_and_keeps_the_rest_queued(
