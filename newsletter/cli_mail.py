@@ -5,6 +5,7 @@ Registered on the main group by `cli.py`; the composition root for the store and
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from .sending import SendReport
     from .store import Store
 
+EXIT_TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL: a mail server delivers a piped message again later
 _PERIOD_SHAPES = {"week": r"^\d{4}-W\d{2}$", "day": r"^\d{4}-\d{2}-\d{2}$", "month": r"^\d{4}-\d{2}$"}
 _PERIOD_EXAMPLES = {"week": "2026-W48", "day": "2026-11-30", "month": "2026-11"}
 
@@ -249,6 +251,86 @@ def count(config_path: Path) -> None:
         counts = store.count_by_audience()
     for audience in config.audiences:
         click.echo(f"{audience.id}\t{counts.get(audience.id, 0)}")
+
+
+@subscribers.command("unsubscribe-mail")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path, allow_dash=True))
+@config_option
+@now_option
+def unsubscribe_mail(sources: tuple[Path, ...], config_path: Path, now_text: str | None) -> None:
+    """Act on the unsubscribe requests mailed to the List-Unsubscribe mailto address.
+
+    Each SOURCE is a Maildir (its unread messages, in new/, are handled and then moved to cur/
+    flagged seen), one message file, or - for one message on stdin (for a mail server that
+    pipes each message to this command). Every message gets a line: what it did. Exit 0 when
+    every message was handled (one without a valid token is reported, not retried), 1 when a
+    source could not be read, 75 (EX_TEMPFAIL) when the store failed: the rest stay unread
+    and a mail server tries a piped message again later.
+    """
+    from .errors import StoreError
+    from .store import Store
+    from .tokens import secret_key_from_env
+    from .unsubscribe_mail import OUTCOMES, handle, parse
+
+    config = _load(config_path)
+    now = parse_now(now_text, config.site.timezone)
+    try:
+        key = secret_key_from_env()
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    try:
+        store = Store.open(config.store_url)
+    except NewsletterError as exc:
+        _fail(f"store {config.store_url}: {exc}", EXIT_TEMPFAIL)
+    unreadable = 0
+    counts: dict[str, int] = {}
+    try:
+        for source in sources:
+            try:
+                for name, read, done in _request_messages(source):
+                    try:
+                        handled = handle(store, key, parse(read()), now)
+                    except OSError as exc:
+                        click.echo(f"error: {name}: cannot be read: {exc.strerror or exc}", err=True)
+                        unreadable += 1
+                        continue
+                    except StoreError as exc:
+                        _fail(f"{name}: {exc}; left for the next run", EXIT_TEMPFAIL)
+                    click.echo(f"{name}: {handled.describe()}")
+                    counts[handled.outcome] = counts.get(handled.outcome, 0) + 1
+                    try:
+                        done()
+                    except OSError as exc:  # handled; it will be handled again next time
+                        click.echo(f"error: {name}: cannot be marked as read: {exc}", err=True)
+                        unreadable += 1
+            except OSError as exc:  # the source itself: missing, or a folder that is no Maildir
+                click.echo(f"error: {exc}", err=True)
+                unreadable += 1
+    finally:
+        store.close()
+    summary = ", ".join(f"{counts[outcome]} {outcome}" for outcome in OUTCOMES if outcome in counts)
+    click.echo(f"{sum(counts.values())} requests" + (f": {summary}" if summary else ""), err=True)
+    if unreadable:
+        sys.exit(EXIT_PROBLEMS)
+
+
+def _request_messages(source: Path) -> Iterator[tuple[str, Callable[[], bytes], Callable[[], object]]]:
+    """(name, read the message, mark it handled) for each message of one SOURCE.
+
+    Raises:
+        OSError: the source is missing, or a folder that is not a Maildir.
+    """
+    from .unsubscribe_mail import maildir_new, mark_handled
+
+    if str(source) == "-":
+        yield "stdin", sys.stdin.buffer.read, lambda: None
+    elif source.is_dir():
+        for path in maildir_new(source):
+            yield str(path), path.read_bytes, functools.partial(mark_handled, path)
+    elif source.exists():
+        yield str(source), source.read_bytes, lambda: None
+    else:
+        raise FileNotFoundError(f"{source}: no such message file or Maildir")
 
 
 # --- send ----------------------------------------------------------------------------------------
