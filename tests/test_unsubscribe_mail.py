@@ -108,6 +108,25 @@ def test_every_token_is_found_in_the_subject_a_client_makes(
     assert find_token(parse(request(f"{before}unsubscribe {token}{after}"))) == token
 
 
+@given(
+    head=st.binary(max_size=300),
+    subject=st.binary(max_size=120),
+    charset=st.sampled_from([b"utf-8", b"x-unknown", b"iso-8859-1", b""]),
+    body=st.binary(max_size=300),
+)
+def test_any_bytes_give_a_token_or_none_never_an_error(
+    head: bytes, subject: bytes, charset: bytes, body: bytes
+) -> None:
+    raw = (
+        head + b"\r\nSubject: " + subject + b"\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n"
+        b"Content-Type: text/plain; charset=" + charset + b"\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + body + b"\r\n--b--\r\n"
+    )
+    found = find_token(parse(raw))
+    assert found is None or len(found) >= 16
+
+
 # --- acting on it ---------------------------------------------------------------------------------
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
