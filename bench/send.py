@@ -217,7 +217,9 @@ def replay(message: Path, port: int, count: int, connections: int) -> None:
     sockets with the least work per message. It speaks the transport's exchange: with
     PIPELINING the envelope in one write and each message written with the next envelope (RFC
     2920 lets message content open a group), so one round trip per message; without it, a
-    command at a time."""
+    command at a time. The envelopes are made before the first message; each message and the
+    next envelope go out in one `sendmsg` (no copy of the message), and the replies are read
+    as they come, a recv at a time, counting final reply lines."""
     data = message.read_bytes()  # already in wire format (CRLF, no dot to stuff, ending ".\r\n")
     shares = [count // connections + (1 if i < count % connections else 0) for i in range(connections)]
     starts = [sum(shares[:i]) for i in range(connections)]
@@ -226,55 +228,65 @@ def replay(message: Path, port: int, count: int, connections: int) -> None:
     def client(first: int, share: int) -> None:
         try:
             sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-            replies = sock.makefile("rb")
+            pending = b""
+            text: list[bytes] = []  # the lines of the reply being read
 
-            def reply() -> int:
-                line = replies.readline()
-                while line[3:4] == b"-":
-                    line = replies.readline()
-                return int(line[:3])
+            def replies(wanted: int) -> list[tuple[int, bytes]]:
+                """The next `wanted` replies: (code, all their lines)."""
+                nonlocal pending
+                got: list[tuple[int, bytes]] = []
+                while True:
+                    lines = pending.split(b"\r\n")
+                    pending = lines.pop()  # an incomplete last line, or b""
+                    for line in lines:
+                        text.append(line)
+                        if line[3:4] != b"-":  # the last line of a reply
+                            got.append((int(line[:3]), b"\n".join(text)))
+                            text.clear()
+                    if len(got) >= wanted:
+                        if len(got) > wanted:
+                            raise RuntimeError(f"unexpected replies: {got}")
+                        return got
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        raise RuntimeError("the sink closed the connection")
+                    pending += chunk
 
-            reply()
+            def codes(wanted: int) -> list[int]:
+                return [code for code, _ in replies(wanted)]
+
+            def send_both(message: bytes, following: bytes) -> None:
+                sent = sock.sendmsg([message, following])  # no copy of the message
+                if sent < len(message) + len(following):  # the rest, if the kernel took less
+                    sock.sendall((message + following)[sent:])
+
+            codes(1)
             sock.sendall(b"EHLO bench.localhost\r\n")
-            pipelining = False
-            line = replies.readline()
-            while line[3:4] == b"-":
-                pipelining = pipelining or line[4:].strip().upper() == b"PIPELINING"
-                line = replies.readline()
-            def envelope(number: int) -> tuple[str, ...]:
-                return (
-                    f"MAIL FROM:<{SENDER}> SIZE={len(data)}\r\n",
-                    f"RCPT TO:<user{number}@example.nl>\r\n",
-                    "DATA\r\n",
-                )
-
-            def accepted(codes: list[int]) -> None:
-                if codes != [250, 250, 354]:
-                    raise RuntimeError(f"envelope refused: {codes}")
-
-            last = first + share - 1
+            ((_, ehlo),) = replies(1)
+            pipelining = b"PIPELINING" in ehlo.upper()
+            envelopes = [
+                f"MAIL FROM:<{SENDER}> SIZE={len(data)}\r\nRCPT TO:<user{number}@example.nl>\r\nDATA\r\n".encode()
+                for number in range(first, first + share)
+            ]
             if pipelining:
-                sock.sendall("".join(envelope(first)).encode())
-                accepted([reply(), reply(), reply()])
-                for number in range(first, last + 1):
-                    following = "".join(envelope(number + 1)).encode() if number < last else b""
-                    sock.sendall(data + following)
-                    if reply() != 250:
-                        raise RuntimeError("message refused")
-                    if following:
-                        accepted([reply(), reply(), reply()])
+                sock.sendall(envelopes[0])
+                if codes(3) != [250, 250, 354]:
+                    raise RuntimeError("envelope refused")
+                for following in [*envelopes[1:], b""]:
+                    send_both(data, following)
+                    if codes(4 if following else 1) != ([250, 250, 250, 354] if following else [250]):
+                        raise RuntimeError("message or envelope refused")
             else:
-                for number in range(first, last + 1):
-                    codes = []
-                    for command in envelope(number):
-                        sock.sendall(command.encode())
-                        codes.append(reply())
-                    accepted(codes)
+                for envelope in envelopes:
+                    for command in envelope.split(b"\r\n")[:3]:
+                        sock.sendall(command + b"\r\n")
+                        if codes(1)[0] not in (250, 354):
+                            raise RuntimeError(f"{command!r} refused")
                     sock.sendall(data)
-                    if reply() != 250:
+                    if codes(1) != [250]:
                         raise RuntimeError("message refused")
             sock.sendall(b"QUIT\r\n")
-            reply()
+            codes(1)
             sock.close()
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
