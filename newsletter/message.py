@@ -43,11 +43,15 @@ MAX_LINE = 78  # RFC 5322 §2.1.1: SHOULD; the hard limit is 998
 _HARD_LINE = 998
 _QP_LINE = 76  # RFC 2045 §6.7 (5)
 
-# Slot numbers: the index into the values tuple `compose` builds.
+# Slot numbers: the index into a subscriber's values (`Personal`).
 _SLOT_DATE, _SLOT_TO, _SLOT_MESSAGE_ID, _SLOT_LIST_UNSUBSCRIBE = 0, 1, 2, 3
 _TEXT_BASE, _HTML_BASE = 4, 8
 _BODY_SLOTS = {"name": 0, "unsubscribe_url": 1, "view_url": 2, "preferences_url": 3}
 _TOKEN_SLOT = {PLACEHOLDERS[key]: offset for key, offset in _BODY_SLOTS.items()}
+# One subscriber's values, in slot order: the four header slots, then each body slot's value
+# for the text part, then for the HTML part (`MessageTemplate.personal_values`).
+Personal = tuple[bytes, ...]
+_PERSONAL_COUNT = _HTML_BASE + len(_BODY_SLOTS)
 _TOKEN_RE = re.compile("|".join(re.escape(token) for token in PLACEHOLDERS.values()))
 
 # C0 controls, DEL, C1 controls and the Unicode line/paragraph separators: any of them in a
@@ -237,7 +241,7 @@ class MessageTemplate:
         _check_recipient(to_email, to_name, message_id, date)
         preferences_url = preferences_url or unsubscribe_url
         _check_links(unsubscribe_url, unsubscribe_mailto, view_url, preferences_url)
-        return self._fill(
+        return self.assemble(self._personal(
             to_email,
             to_name,
             message_id,
@@ -246,7 +250,7 @@ class MessageTemplate:
             _body_value(unsubscribe_url),
             self._view_value(view_url),
             _body_value(preferences_url),
-        )
+        ))
 
     def personal_links(
         self,
@@ -289,15 +293,45 @@ class MessageTemplate:
     ) -> WireSafe:
         """`compose` with the links of `personal_links` and this subscriber's tokens: the same
         message as `compose` given the whole links, for a sending loop that builds thousands.
+        It is `assemble(personal_values(...))`, for a caller that makes the values elsewhere.
 
         Raises:
             ValueError: a recipient value as in `compose`, or a token that is not base64url.
+        """
+        return self.assemble(
+            self.personal_values(
+                links,
+                to_email=to_email,
+                to_name=to_name,
+                message_id=message_id,
+                date=date,
+                unsubscribe_token=unsubscribe_token,
+                preferences_token=preferences_token,
+            )
+        )
+
+    def personal_values(
+        self,
+        links: PersonalLinks,
+        *,
+        to_email: str,
+        to_name: str,
+        message_id: str,
+        date: datetime,
+        unsubscribe_token: str,
+        preferences_token: str,
+    ) -> Personal:
+        """What `compose_personal` puts into this template for one subscriber, checked and
+        encoded: all of its work but the last step, `assemble`.
+
+        Raises:
+            ValueError: as `compose_personal`.
         """
         _check_recipient(to_email, to_name, message_id, date)
         for token in (unsubscribe_token, preferences_token):
             if not _TOKEN.fullmatch(token):
                 raise ValueError(f"a link token must be base64url text, got {token!r}")
-        return self._fill(
+        return self._personal(
             to_email,
             to_name,
             message_id,
@@ -309,7 +343,21 @@ class MessageTemplate:
             links.body_value(links.preferences, preferences_token),
         )
 
-    def _fill(
+    def assemble(self, values: Personal) -> WireSafe:
+        """The message: the pre-encoded pieces with one subscriber's values (from this
+        template's `personal_values`) in their places. One join, ~2 µs.
+
+        Raises:
+            ValueError: values of another length than `personal_values` makes.
+        """
+        if len(values) != _PERSONAL_COUNT:
+            raise ValueError(f"expected {_PERSONAL_COUNT} personal values, got {len(values)}")
+        out = self._pieces.copy()
+        for index, slot in self._slots:
+            out[index] = values[slot]
+        return WireSafe(b"".join(out))
+
+    def _personal(
         self,
         to_email: str,
         to_name: str,
@@ -319,8 +367,8 @@ class MessageTemplate:
         unsubscribe: tuple[bytes, bytes],
         view: tuple[bytes, bytes],
         preferences: tuple[bytes, bytes],
-    ) -> WireSafe:
-        """The message from checked values; the body ones as (text part, HTML part)."""
+    ) -> Personal:
+        """The encoded values from checked ones; the body ones as (text part, HTML part)."""
         if len(list_unsubscribe) > _HARD_LINE - 20:
             raise ValueError("List-Unsubscribe: the URIs are too long for one header line")
         shown = " ".join(to_name.split())
@@ -335,7 +383,7 @@ class MessageTemplate:
         else:
             to = _fold_value(4, _address_tokens(shown, to_email))
         greeting = _body_value(shown or self._default_name)
-        values = (
+        return (
             self._date_header(date),
             to.encode("ascii"),
             message_id.encode("ascii"),
@@ -349,10 +397,6 @@ class MessageTemplate:
             view[1],
             preferences[1],
         )
-        out = self._pieces.copy()
-        for index, slot in self._slots:
-            out[index] = values[slot]
-        return WireSafe(b"".join(out))
 
     def _view_value(self, view_url: str) -> tuple[bytes, bytes]:
         # The same for every subscriber of an issue: encoded once.

@@ -45,7 +45,7 @@ from .digest import RenderedDigest, default_name_for
 from .emailqa import check_digest
 from .errors import ConfigError, NewsletterError
 from .lanes import Outcome, Worker, lanes_for
-from .message import MessageTemplate, make_message_id
+from .message import MessageTemplate, Personal, make_message_id
 from .model import Article, Issue, RenderedBody
 from .store import Store
 from .tokens import ALL_AUDIENCES, TokenMaker
@@ -270,7 +270,14 @@ class Personalizer:
     def compose(
         self, subscriber_id: int, email: str, name: str, date: datetime, message_id: str = ""
     ) -> bytes:
-        return self._template.compose_personal(
+        return self.assemble(self.personal(subscriber_id, email, name, date, message_id))
+
+    def personal(
+        self, subscriber_id: int, email: str, name: str, date: datetime, message_id: str = ""
+    ) -> Personal:
+        """All of `compose` but its last step, `assemble`: the subscriber's tokens, links and
+        headers, checked and encoded (raises ValueError as `compose` does)."""
+        return self._template.personal_values(
             self._links,
             to_email=email,
             to_name=name,
@@ -279,6 +286,9 @@ class Personalizer:
             unsubscribe_token=self.token(subscriber_id),
             preferences_token=self.token(subscriber_id, "preferences"),
         )
+
+    def assemble(self, values: Personal) -> bytes:
+        return self._template.assemble(values)
 
 
 def send_issue(

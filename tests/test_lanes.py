@@ -35,6 +35,7 @@ from newsletter.lanes import (
     LEDGER_NICE,
     Outcome,
     ProcessLanes,
+    Ready,
     Result,
     ThreadLanes,
     Worker,
@@ -210,6 +211,40 @@ def test_thread_lanes_give_the_same_outcomes(worker: Worker, tmp_path: Path) -> 
     outcomes = run(lanes, work)
     assert sorted(o.job for o in outcomes) == work
     assert recipients_in(tmp_path / "out") == Counter({job.email: 1 for job in work})
+
+
+@pytest.mark.parametrize("kind", ["threads", "processes"])
+def test_a_job_that_cannot_be_composed_fails_and_the_rest_are_sent(
+    worker: Worker, tmp_path: Path, kind: str
+) -> None:
+    """Messages are made ready (all of composing but the join) on the ledger's side as the
+    lanes take the jobs; a subscriber whose name cannot go into a header fails there, by
+    itself, and is never handed to a sending thread or process."""
+    folder = tmp_path / "out"
+    lanes: Any = (
+        ThreadLanes(replace(worker, transport=OutboxTransport(folder)), window=8)
+        if kind == "threads"
+        else ProcessLanes(worker, [OutboxTransport(folder)], window=8)
+    )
+    work = jobs(5)
+    work[2] = work[2]._replace(name="Lezer\x073")
+    outcomes = {o.job.id: o.result for o in run(lanes, work)}
+    bad = outcomes.pop(work[2].id)
+    assert bad.status == "failed" and bad.error.startswith("cannot compose: To: display name contains")
+    assert bad.message_id == worker.personalizer.message_id(work[2].subscriber_id)
+    assert {result.status for result in outcomes.values()} == {"sent"}
+    assert recipients_in(folder) == Counter({job.email: 1 for job in work if job is not work[2]})
+
+
+def test_a_ready_job_gives_the_message_composing_in_place_gives(worker: Worker) -> None:
+    job = jobs(1)[0]
+    ready = worker.ready(job)
+    assert isinstance(ready, Ready) and ready.job == job
+    assert ready.message_id == worker.personalizer.message_id(job.subscriber_id)
+    message = worker.personalizer.compose(job.subscriber_id, job.email, job.name, worker.clock())
+    assert worker.personalizer.assemble(ready.values) == message
+    with pytest.raises(ValueError, match="expected 12 personal values, got 11"):
+        worker.personalizer.assemble(ready.values[:-1])
 
 
 def streamed(worker: Worker, work: list[Job]) -> list[Result]:
