@@ -398,7 +398,7 @@ class ProcessLanes:
         self._worker = worker
         self._halt = context.Event()
         self._lanes: list[_Lane] = []
-        self._ready: list[Outcome] = []  # outcomes known without asking a process
+        self._known: list[Outcome] = []  # outcomes known without asking a process
         self._priority: int | None = None  # this thread's nice level before the lanes started
         # Two chunks per lane in flight: a lane works on one while its last one is recorded.
         self.chunk = max(1, window // (2 * len(transports)))
@@ -440,7 +440,7 @@ class ProcessLanes:
             for job in jobs[start : start + self.chunk]:
                 ready = self._worker.ready(job)
                 if isinstance(ready, Result):
-                    self._ready.append(Outcome(job, ready))
+                    self._known.append(Outcome(job, ready))
                 else:
                     chunk.append(ready)
             if not chunk:
@@ -451,12 +451,12 @@ class ProcessLanes:
                     raise BrokenPipeError
                 lane.conn.send(chunk)
             except OSError:  # the process is gone before it could read them: never attempted
-                self._ready.extend(Outcome(item.job, Result("released")) for item in chunk)
+                self._known.extend(Outcome(item.job, Result("released")) for item in chunk)
                 continue
             lane.jobs.update((item.job.id, item.job) for item in chunk)
 
     def collect(self, timeout: float) -> list[Outcome]:
-        got, self._ready = self._ready, []
+        got, self._known = self._known, []
         busy = {lane.conn: lane for lane in self._lanes if lane.jobs}
         if not busy:
             return got
