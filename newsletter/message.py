@@ -4,9 +4,10 @@
 both quoted-printable bodies, MIME boundaries) into bytes, leaving holes ("slots") only for what
 differs per subscriber: To, Message-ID, Date, List-Unsubscribe and the three body placeholders of
 `digest.PLACEHOLDERS`. `MessageTemplate.compose` validates and encodes those few short values and
-joins the pieces; nothing is parsed or re-encoded per subscriber. `compose_personal` makes the
-same message from the issue's links, checked once by `personal_links`, and the subscriber's
-tokens: the sending loop's way, about half the work per message.
+joins the pieces; nothing is parsed or re-encoded per subscriber. `personal_values` makes the
+same values from the issue's links, checked once by `personal_links`, and the subscriber's
+tokens, and `assemble` joins them into the pieces: the sending loop's way, about half the work
+per message, split so that the values can be made away from the connection.
 
 The quoted-printable slot trick: a QP encoder wraps text at 76 characters, so a value pasted into
 already-encoded text would break the line limit (and could split an "=XX" escape). Instead every
@@ -260,11 +261,11 @@ class MessageTemplate:
         view_url: str,
         preferences_prefix: str,
     ) -> PersonalLinks:
-        """An issue's links for `compose_personal`: each personal one is a prefix and a token.
+        """An issue's links for `personal_values`: each personal one is a prefix and a token.
 
         Checked here once, as `compose` checks whole links: a token of base64url characters
         cannot make a valid prefix invalid (every check is on the scheme at the start or on
-        each character), so `compose_personal` checks only the tokens and the lengths.
+        each character), so `personal_values` checks only the tokens and the lengths.
 
         Raises:
             ValueError: a prefix that does not make a valid link (names the link).
@@ -280,36 +281,6 @@ class MessageTemplate:
             unsubscribe_prefix, unsubscribe_mailto_prefix, view_url, preferences_prefix
         )
 
-    def compose_personal(
-        self,
-        links: PersonalLinks,
-        *,
-        to_email: str,
-        to_name: str,
-        message_id: str,
-        date: datetime,
-        unsubscribe_token: str,
-        preferences_token: str,
-    ) -> WireSafe:
-        """`compose` with the links of `personal_links` and this subscriber's tokens: the same
-        message as `compose` given the whole links, for a sending loop that builds thousands.
-        It is `assemble(personal_values(...))`, for a caller that makes the values elsewhere.
-
-        Raises:
-            ValueError: a recipient value as in `compose`, or a token that is not base64url.
-        """
-        return self.assemble(
-            self.personal_values(
-                links,
-                to_email=to_email,
-                to_name=to_name,
-                message_id=message_id,
-                date=date,
-                unsubscribe_token=unsubscribe_token,
-                preferences_token=preferences_token,
-            )
-        )
-
     def personal_values(
         self,
         links: PersonalLinks,
@@ -321,11 +292,13 @@ class MessageTemplate:
         unsubscribe_token: str,
         preferences_token: str,
     ) -> Personal:
-        """What `compose_personal` puts into this template for one subscriber, checked and
-        encoded: all of its work but the last step, `assemble`.
+        """One subscriber's values for this template from the links of `personal_links` and
+        the subscriber's tokens, checked and encoded: `assemble(personal_values(...))` is the
+        message `compose` makes given the whole links, for a sending loop that builds
+        thousands (the values can be made in another process than the one that sends).
 
         Raises:
-            ValueError: as `compose_personal`.
+            ValueError: a recipient value as in `compose`, or a token that is not base64url.
         """
         _check_recipient(to_email, to_name, message_id, date)
         for token in (unsubscribe_token, preferences_token):

@@ -716,7 +716,7 @@ url_path = st.text(alphabet="abc.-_~/%=&?;:@+$!*'()", max_size=120)
     preferences_token=base64url,
     name=printable_names,
 )
-def test_property_compose_personal_is_compose_with_the_whole_links(
+def test_property_personal_values_assembled_are_compose_with_the_whole_links(
     template: MessageTemplate,
     unsubscribe_path: str,
     preferences_path: str,
@@ -739,9 +739,9 @@ def test_property_compose_personal_is_compose_with_the_whole_links(
         return
     common = {"to_email": "jan@example.nl", "to_name": name,
               "message_id": make_message_id(48, 42, "ai-nieuws.example.nl"), "date": DATE}
-    personal = template.compose_personal(
+    personal = template.assemble(template.personal_values(
         links, unsubscribe_token=unsubscribe_token, preferences_token=preferences_token, **common
-    )
+    ))
     whole = template.compose(
         unsubscribe_url=unsubscribe + unsubscribe_token, unsubscribe_mailto=mailto + unsubscribe_token,
         view_url=VIEW, preferences_url=preferences + preferences_token, **common,
@@ -750,7 +750,7 @@ def test_property_compose_personal_is_compose_with_the_whole_links(
 
 
 @pytest.mark.parametrize("token", ["", "a b", "a.b", "a=b", "a/b", "é", "a\r\nBcc: x@y.nl"])
-def test_compose_personal_takes_only_base64url_tokens(template: MessageTemplate, token: str) -> None:
+def test_personal_values_take_only_base64url_tokens(template: MessageTemplate, token: str) -> None:
     links = template.personal_links(
         unsubscribe_prefix="https://ai-nieuws.example.nl/afmelden/",
         unsubscribe_mailto_prefix="mailto:afmelden@ai-nieuws.example.nl?subject=unsubscribe%20",
@@ -761,7 +761,7 @@ def test_compose_personal_takes_only_base64url_tokens(template: MessageTemplate,
     for tokens in ({"unsubscribe_token": token, "preferences_token": "ok"},
                    {"unsubscribe_token": "ok", "preferences_token": token}):
         with pytest.raises(ValueError, match="base64url"):
-            template.compose_personal(links, **tokens, **common)
+            template.personal_values(links, **tokens, **common)
 
 
 def test_personal_links_are_checked_as_compose_checks_links(template: MessageTemplate) -> None:

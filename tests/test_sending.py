@@ -88,7 +88,7 @@ def test_every_subscriber_gets_one_valid_message(
         assert claims.audience_id == "beslissers"
         assert store.get_subscriber(claims.subscriber_id).email == recipient
         assert mailto.startswith("mailto:afmelden@ai-nieuws.example.nl?subject=unsubscribe%20")
-        # the links are what links.py makes for the token (compose_personal appends tokens)
+        # the links are what links.py makes for the token (personal_values appends tokens)
         assert https == links.unsubscribe_url(sample_config.public_url, token)
         assert mailto == links.unsubscribe_mailto(sample_config.email.unsubscribe_mailto, token)
         plain_part, html_part = message.get_payload()
