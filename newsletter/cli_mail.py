@@ -309,7 +309,8 @@ def unsubscribe_mail(sources: tuple[Path, ...], config_path: Path, now_text: str
     finally:
         store.close()
     summary = ", ".join(f"{counts[outcome]} {outcome}" for outcome in OUTCOMES if outcome in counts)
-    click.echo(f"{sum(counts.values())} requests" + (f": {summary}" if summary else ""), err=True)
+    total = sum(counts.values())
+    click.echo(f"{total} request{'' if total == 1 else 's'}" + (f": {summary}" if summary else ""), err=True)
     if unreadable:
         sys.exit(EXIT_PROBLEMS)
 

@@ -248,6 +248,7 @@ def test_a_request_piped_on_stdin(tmp_path: Path) -> None:
     code, out, err = run("subscribers", "unsubscribe-mail", "-", "--config", str(site), stdin=raw)
     assert code == 0, err
     assert out.startswith("stdin: unsubscribed subscriber ") and active(site) == 1
+    assert err == "1 request: 1 unsubscribed\n"
     code, out, _ = run("subscribers", "unsubscribe-mail", "-", "--config", str(site), stdin=raw)
     assert code == 0 and out.startswith("stdin: already unsubscribed: subscriber ")
 
