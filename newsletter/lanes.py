@@ -91,13 +91,6 @@ class Ready(NamedTuple):
     values: Personal
 
 
-Item = Job | Ready  # what a lane delivers: a job, or one made ready on the ledger's side
-
-
-def _job_of(item: Item) -> Job:
-    return item.job if isinstance(item, Ready) else item
-
-
 class Flag(Protocol):
     """threading.Event or multiprocessing.Event."""
 
@@ -125,11 +118,11 @@ class Worker:
         encoding) is then not on the path from the server's reply to the next message."""
         return self._guarded(job, functools.partial(_make_ready, self, job))
 
-    def deliver(self, item: Item) -> Result:
+    def deliver(self, ready: Ready) -> Result:
         """One message, its result always back (see `_guarded`)."""
-        return self._guarded(_job_of(item), lambda: _deliver(self, item))
+        return self._guarded(ready.job, lambda: _deliver(self, ready))
 
-    def deliver_stream(self, jobs: Iterable[Item]) -> Iterator[Outcome]:
+    def deliver_stream(self, jobs: Iterable[Ready]) -> Iterator[Outcome]:
         """Each job's outcome, as it is known (not in job order). With a transport that can
         `stream`, the jobs go over one connection, each message assembled while the server takes
         in the one before (and, where the server allows, written with the next envelope: one
@@ -140,8 +133,8 @@ class Worker:
         retry needs the connection the stream holds."""
         stream: Streamer | None = getattr(self.transport, "stream", None)
         if stream is None:
-            for item in jobs:
-                yield Outcome(_job_of(item), self.deliver(item))
+            for ready in jobs:
+                yield Outcome(ready.job, self.deliver(ready))
             return
         source = iter(jobs)  # read once: after a failed stream the rest go one at a time
         known: list[Outcome] = []  # outcomes of jobs that never reached the transport
@@ -149,9 +142,9 @@ class Worker:
         later: list[tuple[Job, Outgoing, BaseException]] = []
 
         def messages() -> Iterator[Outgoing]:
-            for item in source:
-                job = _job_of(item)
-                prepared = self._guarded(job, functools.partial(_prepare, self, item))
+            for ready in source:
+                job = ready.job
+                prepared = self._guarded(job, functools.partial(_prepare, self, ready))
                 if isinstance(prepared, Result):
                     known.append(Outcome(job, prepared))
                     continue
@@ -177,8 +170,8 @@ class Worker:
             for job in taken.values():
                 yield Outcome(job, Result("unknown", "", reason))
         yield from _drain(known)
-        for item in source:  # a stream that stopped, or failed, left these
-            yield Outcome(_job_of(item), self.deliver(item))
+        for ready in source:  # a stream that stopped, or failed, left these
+            yield Outcome(ready.job, self.deliver(ready))
         for job, outgoing, error in later:
             yield Outcome(job, self._answer(job, outgoing, error))
 
@@ -231,23 +224,20 @@ def _make_ready(worker: Worker, job: Job) -> Ready | Result:
     return Ready(job, message_id, values)
 
 
-def _prepare(worker: Worker, item: Item) -> tuple[str, bytes] | Result:
-    """(Message-ID, message) of a job, or its result when it is not to be sent."""
+def _prepare(worker: Worker, ready: Ready) -> tuple[str, bytes] | Result:
+    """(Message-ID, message) of a job made ready, or "released" once the lanes are halted."""
     if worker.halt.is_set():
         return Result("released")
-    ready = item if isinstance(item, Ready) else _make_ready(worker, item)
-    if isinstance(ready, Result):
-        return ready
     return ready.message_id, worker.personalizer.assemble(ready.values)
 
 
-def _deliver(worker: Worker, item: Item) -> Result:
-    """One message: compose, send, retry transient failures with backoff."""
-    prepared = _prepare(worker, item)
+def _deliver(worker: Worker, ready: Ready) -> Result:
+    """One message: assemble, send, retry transient failures with backoff."""
+    prepared = _prepare(worker, ready)
     if isinstance(prepared, Result):
         return prepared
     message_id, message = prepared
-    job = _job_of(item)
+    job = ready.job
 
     def send() -> None:
         worker.transport.send(worker.sender, job.email, message, message_id)
@@ -317,7 +307,7 @@ class ThreadLanes:
 
     def __init__(self, worker: Worker, window: int) -> None:
         self._worker = worker
-        self._jobs: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Ready | None] = queue.SimpleQueue()
         self._results: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._run, name=f"send-{number}")
@@ -342,9 +332,9 @@ class ThreadLanes:
         while (first := self._jobs.get()) is not None:
             stop = False
 
-            def waiting(first: Item) -> Iterator[Item]:
+            def waiting(first: Ready) -> Iterator[Ready]:
                 nonlocal stop
-                job: Item | None = first
+                job: Ready | None = first
                 while job is not None:
                     yield job
                     try:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from conftest import REPO
@@ -247,9 +247,17 @@ def test_a_ready_job_gives_the_message_composing_in_place_gives(worker: Worker) 
         worker.personalizer.assemble(ready.values[:-1])
 
 
+def made_ready(worker: Worker, work: list[Job]) -> list[Ready]:
+    """The jobs as the lanes hand them to a sending thread or process (`Worker.ready`)."""
+    ready = [worker.ready(job) for job in work]
+    assert all(isinstance(item, Ready) for item in ready)
+    return cast(list[Ready], ready)
+
+
 def streamed(worker: Worker, work: list[Job]) -> list[Result]:
     """`deliver_stream`'s results, in job order."""
-    results = {outcome.job.id: outcome.result for outcome in worker.deliver_stream(work)}
+    stream = worker.deliver_stream(made_ready(worker, work))
+    results = {outcome.job.id: outcome.result for outcome in stream}
     assert len(results) == len(work)
     return [results[job.id] for job in work]
 
@@ -271,7 +279,7 @@ def test_deliver_stream_over_smtp_matches_deliver_one_by_one(
     first = list(handler.received)
     handler.received.clear()
     one_by_one = replace(worker, transport=plain(server))
-    expected = [one_by_one.deliver(job) for job in work]
+    expected = [one_by_one.deliver(ready) for ready in made_ready(one_by_one, work)]
     one_by_one.transport.close()
     assert results == expected
     assert [r.status for r in results] == ["sent", "sent", "failed", "sent", "failed", "sent"]
